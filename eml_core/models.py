@@ -316,6 +316,8 @@ def model_from_spec(spec: str, pretrained: bool = True, allow_random_init: bool 
         return build_model(left, right, pretrained=pretrained, allow_random_init=allow_random_init)
     if Path(spec).is_file():
         return load_model(spec)
+    if sep and right in HEAD_KINDS:
+        raise ModelError(f"model spec {spec!r}: unknown backbone {left!r}; choose one of {', '.join(BACKBONES)}")
     if sep and "/" not in left and right.isidentifier():
         return model_from_factory(spec)
     raise ModelError(

@@ -288,10 +288,12 @@ def linearisation_residual(head: nn.Module, feature_map: torch.Tensor, jacobian_
 
     .. math:: \rho = \frac{\lVert g((1+h)A) - g(A) - h\,J A \rVert}{h\,\lVert J A \rVert}, \quad h = 10^{-3},
 
-    evaluated in float64 on a copy of the head. It is 0 (to ~1e-9) for heads that
-    are affine around A (every closed-form head away from ReLU/argmax ties) and
-    grows with the head's curvature along A (e.g. an L2 normalisation inside the
-    head): the bias B = E - sum_p F_p then also holds the non-linear remainder.
+    evaluated in float64 on a copy of the head (J A itself comes from float32, so
+    the noise floor is ~1e-7). Heads that are affine around A (every closed-form
+    head away from ReLU/argmax ties) stay at that floor; a curved head (Tanh,
+    an L2 normalisation inside the head...) gives about (h/2) x its relative
+    curvature along A, 1e-4 and up in practice. Then the bias B = E - sum_p F_p
+    also holds the non-linear remainder of the head.
     """
     try:
         head64 = copy.deepcopy(head).double()

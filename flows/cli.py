@@ -31,6 +31,43 @@ def _parse_point(text: str, argument: str) -> tuple[float, float]:
     return x, y
 
 
+def _parse_input_size(text: str | None):
+    """``HxW`` -> (H, W); ``native`` -> None (each image at its own size); None -> the model's default."""
+    if text is None:
+        return "default"
+    if text == "native":
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ArgumentError("--input-size", f"expected HxW (e.g. 224x224) or 'native', got {text!r}") from None
+    if height < 1 or width < 1:
+        raise ArgumentError("--input-size", f"must be positive, got {text!r}")
+    return height, width
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ArgumentError("--device", f"expected cpu, cuda, cuda:N or auto, got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("--device", f"{device!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def _check_point(point, image, argument: str) -> None:
+    if point is None:
+        return
+    height, width = image.size
+    x, y = point
+    if not (0 <= x < width and 0 <= y < height):
+        raise ArgumentError(argument, f"point ({x:g}, {y:g}) is outside {image.path}, which is {width}x{height} "
+                                      f"pixels (x in [0, {width}), y in [0, {height}))")
+
+
 def _write_atomic(path: Path, writer) -> None:
     temporary = path.with_name(path.name + ".part")
     writer(temporary)
@@ -45,18 +82,26 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_query=None, point_retrieved=None,
-                similarity: str = "cosine", device: str = "auto", allow_random_init: bool = False) -> dict:
+                similarity: str = "cosine", device: str = "auto", allow_random_init: bool = False,
+                input_size="default") -> dict:
     """``eml explain``: every map as .npy (raw, feature resolution) and overlay .png, plus explanation.json."""
     from eml_core import explain_pair, load_image, model_from_spec
+    from eml_core.heads import head_needs_feature_size
     from eml_core.models import check_finite_parameters
     from eml_core.presentation import overlay, present, save_png
 
     out_dir = Path(out_dir)
     query_image, retrieved_image = load_image(query_path), load_image(retrieved_path)
+    _check_point(point_query, query_image, "--point-query")
+    _check_point(point_retrieved, retrieved_image, "--point-retrieved")
     model = model_from_spec(model_spec, allow_random_init=allow_random_init)
     check_finite_parameters(model, model_spec)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if input_size != "default" and input_size != model.preprocessing.input_size:
+        if head_needs_feature_size(model.config.get("head", "")):
+            raise ArgumentError("--input-size", f"model {model_spec} has a flatten head tied to its input size "
+                                                f"{model.preprocessing.input_size}")
+        model.preprocessing.input_size = input_size
+    device = _resolve_device(device)
     model = model.to(device)
     images = {"query": query_image, "retrieved": retrieved_image}
     inputs = {side: model.preprocessing(image.pixels) for side, image in images.items()}
@@ -137,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--point-retrieved", help="X,Y pixel of the retrieved image: point-specific map on the query")
     explain.add_argument("--similarity", choices=("cosine", "dot"), default="cosine")
     explain.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    explain.add_argument("--input-size", help="network input HxW, or 'native' to keep each image's own size "
+                                              "(default: the model's preprocessing)")
     explain.add_argument("--allow-random-init", action="store_true",
                          help="use random backbone weights when pretrained ones are unavailable (loud warning)")
 
@@ -152,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             point_query = _parse_point(args.point_query, "--point-query") if args.point_query else None
             point_retrieved = _parse_point(args.point_retrieved, "--point-retrieved") if args.point_retrieved else None
             summary = run_explain(args.query, args.retrieved, args.model, args.out, point_query, point_retrieved,
-                                  args.similarity, args.device, args.allow_random_init)
+                                  args.similarity, args.device, args.allow_random_init,
+                                  _parse_input_size(args.input_size))
             _print_summary(summary, args.out)
         elif args.command == "demo":
             from eml_core.examples import write_example_pair

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny hand-built models and the location of the real sample data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from eml_core import EmbeddingModel, Preprocessing, build_head
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data; skip (outside CI) or fail (in CI) when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but the shared sample data {path} is missing")
+        pytest.skip(f"shared sample data {path} is absent (it lives in ../shared beside the project)")
+    return path
+
+
+def randomise_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    for m in module.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=generator))
+            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=generator))
+            m.bias.data.copy_(torch.randn(n, generator=generator))
+
+
+class TinyBackbone(nn.Sequential):
+    """Two strided convolutions: stride 4, 6 channels (a real conv net in miniature)."""
+
+    def __init__(self):
+        super().__init__(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU())
+
+
+def tiny_model(head_kind: str, input_size: tuple[int, int] = (24, 32), seed: int = 0,
+               embedding_dim: int = 5) -> EmbeddingModel:
+    """A seeded tiny model with the given head; flatten heads are sized for ``input_size``."""
+    torch.manual_seed(seed)
+    backbone = TinyBackbone()
+    feature_size = ((input_size[0] + 3) // 4, (input_size[1] + 3) // 4)
+    dim = None if head_kind in ("gap", "gmp", "gap_bn") else embedding_dim
+    head = build_head(head_kind, 6, dim, feature_size=feature_size, hidden_dim=7)
+    randomise_batchnorm(head, torch.Generator().manual_seed(seed + 1))
+    model = EmbeddingModel(backbone, head, Preprocessing(input_size=input_size, mean=(0.5,) * 3, std=(0.25,) * 3),
+                           stride=4, config={"kind": "factory", "factory": "tests.conftest:tiny"})
+    return model.eval()
+
+
+def tiny(head: str = "gap_fc", height: int = 24, width: int = 32, seed: int = 0) -> EmbeddingModel:
+    """Factory used through the `package.module:factory` model spec in CLI tests."""
+    return tiny_model(head, (height, width), seed)
+
+
+@pytest.fixture(scope="session")
+def cpu_threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
