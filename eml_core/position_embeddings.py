@@ -296,14 +296,13 @@ def linearisation_residual(head: nn.Module, feature_map: torch.Tensor, jacobian_
     also holds the non-linear remainder of the head.
     """
     try:
-        head64 = copy.deepcopy(head).double()
-    except Exception:  # noqa: BLE001 - a head that cannot be copied still gets float32
+        head64, feature_map64 = copy.deepcopy(head).double(), feature_map.double()
+    except Exception:  # noqa: BLE001 - a head that cannot be copied is measured in its own precision
         head64, feature_map64 = head, feature_map
-    feature_map64 = feature_map.double()
     with torch.no_grad():
         base = head64(feature_map64)
         moved = head64(feature_map64 * (1 + step))
-    jacobian_times_a = jacobian_times_a.double()
+    jacobian_times_a = jacobian_times_a.to(base.dtype)
     remainder = moved - base - step * jacobian_times_a
-    denominator = (step * jacobian_times_a.norm(dim=1)).clamp_min(torch.finfo(torch.float64).tiny)
+    denominator = (step * jacobian_times_a.norm(dim=1)).clamp_min(torch.finfo(base.dtype).tiny)
     return (remainder.norm(dim=1) / denominator).to(feature_map.dtype)
