@@ -1,0 +1,293 @@
+"""Labelled image datasets with ground-truth boxes, and the `errors` records of what could not be used.
+
+Loaders never stop at the first bad line: every problem becomes an
+:class:`ErrorRecord` naming the file and line, the item is left out (or, for a
+box sticking a little out of its image, clipped and kept with a warning), and
+the rest loads.
+
+Layouts:
+
+* **CUB-200-2011** (:func:`load_cub`): ``images.txt`` (id path),
+  ``bounding_boxes.txt`` (id x y w h, pixels), ``image_class_labels.txt`` (id label),
+  ``train_test_split.txt`` (id is_train), ``classes.txt`` (id name), ``images/``.
+  ``root`` is the ``CUB_200_2011`` folder or the folder holding it.
+* **image folder + CSV** (:func:`load_folder`): a CSV with header
+  ``image,label,split,x,y,width,height`` (``image`` relative to the root; box in
+  pixels, may be empty; ``split`` is ``train`` or ``test``).
+
+Boxes are stored as pixel edges ``(x0, y0, x1, y1)`` in original image coordinates.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from eml_core.errors import EmlError
+
+ERROR_COLUMNS = ("stage", "item", "file", "line", "problem", "severity")
+
+
+class DatasetError(EmlError):
+    """The dataset cannot be read at all (e.g. its index file is missing)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    image_id: str
+    path: str
+    relative_path: str
+    label: int
+    split: str
+    box: tuple[float, float, float, float] | None
+    size: tuple[int, int]  # (height, width) of the original image
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """One row of the `errors` table."""
+
+    stage: str
+    item: str | None
+    file: str | None
+    line: int | None
+    problem: str
+    severity: str = "error"  # "error": item left out; "warning": item kept (e.g. box clipped)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Dataset:
+    name: str
+    root: str
+    items: list[Item]
+    errors: list[ErrorRecord] = field(default_factory=list)
+    class_names: dict[int, str] = field(default_factory=dict)
+
+    def split(self, split: str) -> list[Item]:
+        return [item for item in self.items if item.split == split]
+
+    @property
+    def labels(self) -> list[int]:
+        return sorted({item.label for item in self.items})
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every item's path, size on disk, label, split and box: changes when the data does."""
+        digest = hashlib.sha256()
+        for item in sorted(self.items, key=lambda i: i.image_id):
+            try:
+                bytes_on_disk = Path(item.path).stat().st_size
+            except OSError:
+                bytes_on_disk = -1
+            record = [item.image_id, item.relative_path, bytes_on_disk, item.label, item.split, item.box]
+            digest.update(json.dumps(record).encode())
+        return digest.hexdigest()
+
+
+def _read_table(path: Path, columns: int, stage: str, errors: list[ErrorRecord],
+                parse) -> dict[str, tuple]:
+    """Read a whitespace-separated annotation file into {id: parsed values}; bad lines become errors."""
+    rows: dict[str, tuple] = {}
+    if not path.is_file():
+        errors.append(ErrorRecord(stage, None, str(path), None, "annotation file is missing"))
+        return rows
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.split(maxsplit=columns - 1) if columns == 2 else line.split()
+            if len(fields) != columns:
+                errors.append(ErrorRecord(stage, fields[0] if fields else None, str(path), number,
+                                          f"expected {columns} fields, found {len(fields)}: {line.strip()[:80]!r}"))
+                continue
+            try:
+                values = parse(fields[1:])
+            except ValueError:
+                errors.append(ErrorRecord(stage, fields[0], str(path), number,
+                                          f"cannot parse {line.strip()[:80]!r}"))
+                continue
+            if fields[0] in rows:
+                errors.append(ErrorRecord(stage, fields[0], str(path), number, "duplicate id (first kept)",
+                                          "warning"))
+                continue
+            rows[fields[0]] = values
+    return rows
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    with Image.open(path) as image:
+        width, height = image.size
+    return height, width
+
+
+def check_box(box_xywh, size: tuple[int, int], stage: str, image_id: str, file: str, line: int | None,
+              errors: list[ErrorRecord]):
+    """Validate an (x, y, w, h) box against the image; return (x0, y0, x1, y1) or None (left out).
+
+    Boxes sticking out of the image are clipped and kept with a warning (3 boxes
+    of the full CUB do so by a few pixels); empty or fully outside boxes leave
+    the item out.
+    """
+    x, y, w, h = box_xywh
+    height, width = size
+    if not all(math.isfinite(v) for v in box_xywh) or w <= 0 or h <= 0:
+        errors.append(ErrorRecord(stage, image_id, file, line, f"box {box_xywh} has no area"))
+        return None
+    x0, y0, x1, y1 = x, y, x + w, y + h
+    cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
+    if cx1 <= cx0 or cy1 <= cy0:
+        errors.append(ErrorRecord(stage, image_id, file, line,
+                                  f"box {box_xywh} lies outside the {width}x{height} image"))
+        return None
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        errors.append(ErrorRecord(stage, image_id, file, line,
+                                  f"box {box_xywh} sticks out of the {width}x{height} image; clipped to "
+                                  f"({cx0:g}, {cy0:g}, {cx1:g}, {cy1:g})", "warning"))
+    return (cx0, cy0, cx1, cy1)
+
+
+def _checked_image(path: Path, stage: str, image_id: str, errors: list[ErrorRecord]):
+    if not path.is_file():
+        errors.append(ErrorRecord(stage, image_id, str(path), None, "image file does not exist"))
+        return None
+    try:
+        return image_size(path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        errors.append(ErrorRecord(stage, image_id, str(path), None, f"not a readable image ({error})"))
+        return None
+
+
+def cub_root(root: str | Path) -> Path:
+    root = Path(root)
+    if (root / "CUB_200_2011" / "images.txt").is_file():
+        return root / "CUB_200_2011"
+    return root
+
+
+def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
+    """Load a CUB-200-2011 folder (official layout, original ids)."""
+    root = cub_root(root)
+    index = root / "images.txt"
+    if not index.is_file():
+        raise DatasetError(f"{index}: CUB index file is missing (expected the official CUB_200_2011 layout)")
+    stage = "load_dataset"
+    errors: list[ErrorRecord] = []
+    paths = _read_table(index, 2, stage, errors, lambda f: (f[0].strip(),))
+    boxes = _read_table(root / "bounding_boxes.txt", 5, stage, errors, lambda f: tuple(float(v) for v in f))
+    labels = _read_table(root / "image_class_labels.txt", 2, stage, errors, lambda f: (int(f[0]),))
+    splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
+    names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
+    box_lines = _line_numbers(root / "bounding_boxes.txt")
+
+    items = []
+    for image_id, (relative,) in paths.items():
+        missing = [what for what, table in (("class label", labels), ("train/test split", splits))
+                   if image_id not in table]
+        if missing:
+            errors.append(ErrorRecord(stage, image_id, str(index), None,
+                                      f"image {relative}: no {' and no '.join(missing)} annotation"))
+            continue
+        split_flag = splits[image_id][0]
+        if split_flag not in (0, 1):
+            errors.append(ErrorRecord(stage, image_id, str(root / "train_test_split.txt"), None,
+                                      f"is_train must be 0 or 1, got {split_flag}"))
+            continue
+        path = root / "images" / relative
+        size = _checked_image(path, stage, image_id, errors)
+        if size is None:
+            continue
+        box = None
+        if image_id in boxes:
+            box = check_box(boxes[image_id], size, stage, image_id, str(root / "bounding_boxes.txt"),
+                            box_lines.get(image_id), errors)
+            if box is None:
+                continue
+        elif (root / "bounding_boxes.txt").is_file():
+            errors.append(ErrorRecord(stage, image_id, str(root / "bounding_boxes.txt"), None,
+                                      f"image {relative}: no bounding box line"))
+            continue
+        items.append(Item(image_id, str(path), relative, labels[image_id][0], "train" if split_flag else "test",
+                          box, size))
+    class_names = {int(k): v[0] for k, v in names.items() if k.isdigit()}
+    return Dataset(name, str(root), items, errors, class_names)
+
+
+def _line_numbers(path: Path) -> dict[str, int]:
+    if not path.is_file():
+        return {}
+    numbers = {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if fields:
+                numbers.setdefault(fields[0], number)
+    return numbers
+
+
+FOLDER_COLUMNS = ("image", "label", "split", "x", "y", "width", "height")
+
+
+def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str = "folder") -> Dataset:
+    """Load an image folder described by a CSV (columns :data:`FOLDER_COLUMNS`)."""
+    root = Path(root)
+    csv_path = Path(csv_path) if csv_path else root / "annotations.csv"
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: annotation CSV is missing (columns: {', '.join(FOLDER_COLUMNS)})")
+    stage = "load_dataset"
+    errors: list[ErrorRecord] = []
+    items = []
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("image", "label", "split") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}")
+        for number, row in enumerate(reader, start=2):
+            image_id = str(number - 1)
+            try:
+                label = int(row["label"])
+                split = row["split"].strip()
+                if split not in ("train", "test"):
+                    raise ValueError(f"split must be train or test, got {split!r}")
+                box_fields = [row.get(c, "") or "" for c in ("x", "y", "width", "height")]
+                box_xywh = tuple(float(v) for v in box_fields) if all(v.strip() for v in box_fields) else None
+            except (ValueError, TypeError, AttributeError) as error:
+                errors.append(ErrorRecord(stage, image_id, str(csv_path), number, f"malformed row: {error}"))
+                continue
+            relative = (row["image"] or "").strip()
+            path = root / relative
+            size = _checked_image(path, stage, image_id, errors)
+            if size is None:
+                continue
+            box = None
+            if box_xywh is not None:
+                box = check_box(box_xywh, size, stage, image_id, str(csv_path), number, errors)
+                if box is None:
+                    continue
+            items.append(Item(image_id, str(path), relative, label, split, box, size))
+    return Dataset(name, str(root), items, errors)
+
+
+def dataset_from_spec(spec: str) -> Dataset:
+    """``cub:PATH``, ``folder:ROOT`` or ``folder:ROOT,CSV``, or ``synthetic[:PATH]`` (generated if absent)."""
+    kind, _, argument = spec.partition(":")
+    if kind == "cub" and argument:
+        return load_cub(argument)
+    if kind == "folder" and argument:
+        root, _, csv_file = argument.partition(",")
+        return load_folder(root, csv_file or None)
+    if kind == "synthetic":
+        from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
+
+        folder = ensure_synthetic_dataset(argument or DEFAULT_LOCATION)
+        dataset = load_cub(folder, name="synthetic")
+        return dataset
+    raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")

@@ -1,0 +1,124 @@
+"""Embeddings of a dataset, Recall@K, and the pairs that localization explains.
+
+Recall@K (the metric-learning convention): the share of queries with at least
+one image of their own class among their K nearest neighbours (cosine), the
+query itself excluded. Neighbours come from pytorch-metric-learning's
+``CustomKNN``; Recall@1 equals its ``AccuracyCalculator`` precision_at_1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eml_core.datasets import ErrorRecord, Item
+from eml_core.errors import EmlError
+from eml_core.images import load_image
+from eml_core.models import EmbeddingModel, inference_mode_of
+
+RECALL_KS = (1, 2, 4, 8)
+
+
+def load_batch(items: list[Item], model: EmbeddingModel, stage: str, errors: list[ErrorRecord]):
+    """Preprocessed inputs for the readable items; unreadable ones go to ``errors``.
+
+    Returns ``(kept_items, tensors)``, where tensors is a list of (3, H, W) inputs.
+    """
+    kept, tensors = [], []
+    for item in items:
+        try:
+            pixels = load_image(item.path).pixels
+            tensor = model.preprocessing(pixels)
+            model.check_input_size(tensor.shape[-2], tensor.shape[-1], item.path)
+        except EmlError as error:
+            errors.append(ErrorRecord(stage, item.image_id, item.path, None, str(error)))
+            continue
+        kept.append(item)
+        tensors.append(tensor)
+    return kept, tensors
+
+
+def _batches(tensors: list[torch.Tensor], batch_size: int):
+    """Group consecutive same-shaped tensors into batches (fixed input size -> full batches)."""
+    start = 0
+    while start < len(tensors):
+        stop = start + 1
+        while stop < len(tensors) and stop - start < batch_size and tensors[stop].shape == tensors[start].shape:
+            stop += 1
+        yield start, torch.stack(tensors[start:stop])
+        start = stop
+
+
+def embed_items(model: EmbeddingModel, items: list[Item], batch_size: int = 32, device: str = "cpu",
+                stage: str = "embed") -> tuple[list[Item], torch.Tensor, list[ErrorRecord]]:
+    """Embeddings (N, l) of the readable items, on the CPU, with the errors of the rest."""
+    errors: list[ErrorRecord] = []
+    kept, tensors = load_batch(items, model, stage, errors)
+    outputs = []
+    with inference_mode_of(model), torch.no_grad():
+        for _, batch in _batches(tensors, batch_size):
+            outputs.append(model(batch.to(device)).float().cpu())
+    dim = outputs[0].shape[1] if outputs else 0
+    return kept, (torch.cat(outputs) if outputs else torch.zeros(0, dim)), errors
+
+
+def nearest_neighbours(embeddings: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (N, k) of each row's k most cosine-similar other rows (pytorch-metric-learning's CustomKNN)."""
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    k = min(k, len(embeddings) - 1)
+    _, indices = CustomKNN(CosineSimilarity())(embeddings, k, embeddings, ref_includes_query=True)
+    return indices
+
+
+def recall_at_k(embeddings: torch.Tensor, labels, ks=RECALL_KS) -> dict[int, float]:
+    """Recall@K for each K in ``ks`` (query excluded from its own neighbours)."""
+    labels = torch.as_tensor(np.asarray(labels))
+    if len(embeddings) < 2:
+        return {k: float("nan") for k in ks}
+    indices = nearest_neighbours(embeddings, max(ks))
+    hits = labels[indices] == labels.unsqueeze(1)
+    return {k: float(hits[:, :k].any(1).float().mean()) for k in ks}
+
+
+@dataclass(frozen=True)
+class Pair:
+    pair_id: str
+    query: Item
+    retrieved: Item
+    similarity: float
+
+
+def same_class_pairs(items: list[Item], embeddings: torch.Tensor | None = None, mode: str = "nearest",
+                     seed: int = 0) -> tuple[list[Pair], list[ErrorRecord]]:
+    """One pair per image: its most similar other image of the same class and split (``mode="nearest"``),
+    or a seeded random one (``mode="random"``). Images alone in their class and split are reported."""
+    if mode not in ("nearest", "random"):
+        raise EmlError(f"pairing: expected 'nearest' or 'random', got {mode!r}")
+    if mode == "nearest" and (embeddings is None or len(embeddings) != len(items)):
+        raise EmlError("pairing 'nearest' needs one embedding per item")
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault((item.label, item.split), []).append(index)
+    unit = torch.nn.functional.normalize(embeddings, dim=1) if embeddings is not None else None
+    pairs, errors = [], []
+    for index, item in enumerate(items):
+        partners = [j for j in groups[(item.label, item.split)] if j != index]
+        if not partners:
+            errors.append(ErrorRecord("pairing", item.image_id, item.path, None,
+                                      f"no other image of class {item.label} in the {item.split} split to pair with",
+                                      "warning"))
+            continue
+        if mode == "nearest":
+            scores = unit[partners] @ unit[index]
+            best = partners[int(torch.argmax(scores))]
+            similarity = float(scores.max())
+        else:
+            best = partners[int(rng.integers(len(partners)))]
+            similarity = float("nan") if unit is None else float(unit[best] @ unit[index])
+        pairs.append(Pair(f"{item.image_id}-{items[best].image_id}", item, items[best], similarity))
+    return pairs, errors

@@ -1,0 +1,180 @@
+"""Shard-level work of the localization evaluation, as plain functions and as Prefect tasks.
+
+Each ``run_*`` function is the whole work of one step and needs no Prefect (the
+benchmark calls them directly to measure orchestration overhead); the ``@task``
+objects below wrap them one to one. Shards are cached *in the results location*:
+a shard's files carry a key hashing the checkpoint, the shard's items, the
+method, the parameters and the code version, so a rerun after a crash (or on a
+finished run) skips every shard whose files exist — on a local folder or S3 alike.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from eml_core.datasets import Dataset, ErrorRecord, Item, dataset_from_spec
+from eml_core.errors import EmlError
+from eml_core.localization import FINE_THRESHOLDS, METHODS, localize_pairs
+from eml_core.models import model_from_spec
+from eml_core.retrieval import Pair, embed_items, same_class_pairs
+from tasks.provenance import code_version, content_key, model_fingerprint
+from tasks.results import ResultsLocation
+
+
+@dataclass
+class LocalizationConfig:
+    dataset: str = "synthetic"
+    model: str = "mobilenet_v2:gap_fc"
+    out: str = "runs/localization"
+    methods: tuple[str, ...] = METHODS
+    splits: tuple[str, ...] = ("train", "test")
+    pairing: str = "nearest"
+    sides: tuple[str, ...] = ("query",)
+    shard_size: int = 128
+    batch_size: int = 16
+    connectivity: int = 4
+    thresholds: tuple[float, ...] = FINE_THRESHOLDS
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        for name in ("methods", "splits", "sides", "thresholds"):
+            setattr(self, name, tuple(getattr(self, name)))
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise EmlError(f"methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@lru_cache(maxsize=4)
+def cached_model(spec: str, fingerprint: str, device: str):
+    """One model per (spec, content) per process: shard tasks in the same worker share it."""
+    return model_from_spec(spec).to(device).eval()
+
+
+def shards(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _errors_frame(errors: list[ErrorRecord]) -> pd.DataFrame:
+    return pd.DataFrame([e.to_dict() for e in errors], columns=list(ErrorRecord.__dataclass_fields__))
+
+
+# ---------------------------------------------------------------------------------------------
+# plain functions
+
+
+def run_load_dataset(spec: str) -> Dataset:
+    return dataset_from_spec(spec)
+
+
+def run_embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
+    """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there."""
+    store = ResultsLocation(out)
+    fingerprint = model_fingerprint(model_spec)
+    key = content_key("embed", fingerprint, code_version(), [(i.image_id, i.relative_path) for i in items])
+    path = f"shards/embeddings/shard-{index:04d}-{key}.npz"
+    errors_path = f"shards/errors/embed-{index:04d}-{key}.parquet"
+    if store.exists(path) and store.exists(errors_path):
+        return {"path": path, "errors_path": errors_path, "computed": False}
+    device = resolve_device(device)
+    model = cached_model(model_spec, fingerprint, device)
+    kept, embeddings, errors = embed_items(model, items, device=device)
+    store.write_table(errors_path, "errors", _errors_frame(errors))
+    buffer = io.BytesIO()
+    np.savez(buffer, image_ids=np.array([i.image_id for i in kept], dtype=str), embeddings=embeddings.numpy())
+    store.write_bytes(path, buffer.getvalue())
+    return {"path": path, "errors_path": errors_path, "computed": True}
+
+
+def read_embeddings(out: str, paths: list[str]) -> dict[str, np.ndarray]:
+    store = ResultsLocation(out)
+    found = {}
+    for path in paths:
+        with np.load(io.BytesIO(store.read_bytes(path))) as archive:
+            for image_id, vector in zip(archive["image_ids"], archive["embeddings"]):
+                found[str(image_id)] = vector
+    return found
+
+
+def run_make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: str, seed: int,
+                   splits: tuple[str, ...]) -> tuple[list[Pair], list[ErrorRecord]]:
+    """One pair per embedded image with a box, within its class and split."""
+    errors = []
+    usable = []
+    for item in items:
+        if item.split not in splits or item.image_id not in embeddings:
+            continue
+        if item.box is None:
+            errors.append(ErrorRecord("pairing", item.image_id, item.path, None,
+                                      "no ground-truth box: not localized"))
+            continue
+        usable.append(item)
+    if not usable:
+        return [], errors
+    vectors = torch.from_numpy(np.stack([embeddings[i.image_id] for i in usable]))
+    pairs, pair_errors = same_class_pairs(usable, vectors, mode=mode, seed=seed)
+    return pairs, errors + pair_errors
+
+
+def localize_key(model_spec: str, pairs: list[Pair], method: str, config: LocalizationConfig) -> str:
+    return content_key("localize", model_fingerprint(model_spec), code_version(), method,
+                       [(p.pair_id, p.query.relative_path, p.query.box, p.retrieved.relative_path) for p in pairs],
+                       list(config.thresholds), config.connectivity, list(config.sides))
+
+
+def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
+    """Maps and threshold sweep of one shard of pairs -> one Parquet file per method (+ errors).
+
+    Methods whose file already exists are not recomputed; the backbone runs once
+    for all the missing ones.
+    """
+    store = ResultsLocation(out)
+    paths = {m: f"shards/localization/{m}/shard-{index:04d}-{localize_key(model_spec, pairs, m, config)}.parquet"
+             for m in config.methods}
+    errors_path = f"shards/errors/localize-{index:04d}-{content_key(sorted(paths.values()))}.parquet"
+    missing = [m for m, p in paths.items() if not store.exists(p)]
+    if not missing and store.exists(errors_path):
+        return {"paths": paths, "errors_path": errors_path, "computed": [], "seconds": 0.0}
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    model = cached_model(model_spec, model_fingerprint(model_spec), device)
+    rows, errors = localize_pairs(model, pairs, methods=tuple(missing), thresholds=config.thresholds,
+                                  connectivity=config.connectivity, batch_size=config.batch_size, device=device,
+                                  sides=config.sides)
+    # errors first: a shard counts as finished only once every method file exists
+    store.write_table(errors_path, "errors", _errors_frame(errors))
+    frame = pd.DataFrame(rows)
+    for method in missing:
+        part = frame[frame["method"] == method] if len(frame) else frame
+        store.write_table(paths[method], "localization_items", part)
+    return {"paths": paths, "errors_path": errors_path, "computed": missing,
+            "seconds": time.perf_counter() - started}
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefect tasks (tag "gpu": the work pool can route them to GPU workers; CUDA is used when present)
+
+# Prefect's own result cache is off (NO_CACHE): the shard cache lives in the results location instead.
+load_dataset = task(name="load-dataset", cache_policy=NO_CACHE)(run_load_dataset)
+embed_shard = task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)(run_embed_shard)
+make_pairs = task(name="make-pairs", cache_policy=NO_CACHE)(run_make_pairs)
+localize_shard = task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)(run_localize_shard)

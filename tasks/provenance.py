@@ -1,0 +1,73 @@
+"""What a run records about itself: versions, git commit, code version, content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+# The modules whose code decides a shard's result: changing any of them invalidates cached shards.
+_RESULT_MODULES = ("decomposition", "position_embeddings", "gradcam", "presentation", "localization", "sampling",
+                   "retrieval", "models", "heads", "images", "datasets")
+
+
+@lru_cache(maxsize=None)
+def code_version() -> str:
+    """SHA-256 (first 16 hex) of the eml_core sources that compute results."""
+    import eml_core
+
+    folder = Path(eml_core.__file__).parent
+    digest = hashlib.sha256()
+    for name in _RESULT_MODULES:
+        digest.update((folder / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(spec: str) -> str:
+    """Checkpoint file hash, or a hash of a built-in spec (deterministic from its seed)."""
+    path = Path(spec)
+    if path.is_file():
+        return file_sha256(path)
+    return hashlib.sha256(f"spec:{spec}".encode()).hexdigest()
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("eml", "torch", "torchvision", "numpy", "opencv-python-headless", "pandas", "pyarrow", "prefect",
+                    "pytorch-metric-learning", "boto3"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def content_key(*parts) -> str:
+    """A short stable hash of JSON-able parts (cache keys)."""
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

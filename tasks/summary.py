@@ -1,0 +1,132 @@
+"""The end of a localization run: tables, figures and the manifest, from the shard files."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from eml_core.datasets import Dataset, ErrorRecord
+from eml_core.decomposition import explain_pair
+from eml_core.images import load_image
+from eml_core.localization import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy, method_maps
+from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
+from eml_core.tables import frame
+from tasks.figures import accuracy_plot, example_panel, png_bytes
+from tasks.localization import LocalizationConfig, cached_model, read_embeddings, resolve_device
+from tasks.provenance import code_version, git_commit, model_fingerprint, versions
+from tasks.results import ResultsLocation
+
+TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
+          "errors")
+
+
+def retrieval_table(model_name: str, dataset: Dataset, embeddings: dict[str, np.ndarray], splits) -> pd.DataFrame:
+    rows = []
+    for split in splits:
+        items = [i for i in dataset.split(split) if i.image_id in embeddings]
+        if len(items) < 2:
+            continue
+        vectors = torch.from_numpy(np.stack([embeddings[i.image_id] for i in items]))
+        for k, value in recall_at_k(vectors, [i.label for i in items], RECALL_KS).items():
+            rows.append({"model": model_name, "split": split, "k": k, "recall": value, "count": len(items)})
+    return frame("retrieval_metrics", rows)
+
+
+def run_summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: list[dict], pairs: list[Pair],
+                  pair_errors: list[ErrorRecord], localize_outputs: list[dict], started: float,
+                  example_pairs: int = 4) -> dict:
+    store = ResultsLocation(config.out)
+    items = pd.concat([store.read_table(path) for output in localize_outputs for path in output["paths"].values()],
+                      ignore_index=True) if localize_outputs else frame("localization_items", [])
+    items = frame("localization_items", items.sort_values(["pair_id", "side", "method", "threshold"],
+                                                          kind="stable").reset_index(drop=True))
+    summary = frame("localization_summary", accuracy_table(items, PAPER_THRESHOLDS) if len(items) else [])
+    best = frame("localization_best", best_per_method(summary) if len(summary) else [])
+    boxacc = frame("maxboxacc", max_box_accuracy(items) if len(items) else [])
+    embeddings = read_embeddings(config.out, [o["path"] for o in embed_outputs])
+    retrieval = retrieval_table(config.model, dataset, embeddings, config.splits)
+
+    error_frames = [pd.DataFrame([e.to_dict() for e in dataset.errors + pair_errors])]
+    error_frames += [store.read_table(o["errors_path"]) for o in embed_outputs + localize_outputs]
+    errors = frame("errors", pd.concat([f for f in error_frames if len(f)], ignore_index=True)
+                   if any(len(f) for f in error_frames) else [])
+
+    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors)):
+        store.write_table(f"{name}.parquet", name, table)
+
+    figures = []
+    if len(summary):
+        store.write_bytes("figures/accuracy_vs_threshold.png",
+                          accuracy_plot(summary, f"{dataset.name}: localization accuracy (paper grid)"))
+        figures.append("figures/accuracy_vs_threshold.png")
+        best_thresholds = dict(zip(best["method"], best["best_threshold"]))
+        panel = _examples(config, pairs[:example_pairs], best_thresholds)
+        if panel is not None:
+            store.write_bytes("figures/examples.png", png_bytes(panel))
+            figures.append("figures/examples.png")
+
+    manifest = {
+        "kind": "evaluate_localization",
+        "config": config.to_dict(),
+        "seeds": {"pairing": config.seed, "torch": config.seed},
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "code_version": code_version(),
+        "dataset": {"name": dataset.name, "root": dataset.root, "items": len(dataset.items),
+                    "fingerprint": dataset.fingerprint()},
+        "checkpoint": {"spec": config.model, "sha256": model_fingerprint(config.model)},
+        "pairs": len(pairs),
+        "shards": {"embed": [o["path"] for o in embed_outputs],
+                   "localize": [p for o in localize_outputs for p in o["paths"].values()]},
+        "shards_computed_this_run": sum(bool(o["computed"]) for o in embed_outputs + localize_outputs),
+        "tables": {name: f"{name}.parquet" for name in TABLES},
+        "figures": figures,
+        "errors": int((errors["severity"] == "error").sum()),
+        "warnings": int((errors["severity"] == "warning").sum()),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+    store.write_json("manifest.json", manifest)
+    return {"summary": summary, "best": best, "maxboxacc": boxacc, "retrieval": retrieval, "errors": errors,
+            "manifest": manifest, "location": store.location_of("")}
+
+
+def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -> np.ndarray | None:
+    if not pairs:
+        return None
+    device = resolve_device(config.device)
+    model = cached_model(config.model, model_fingerprint(config.model), device)
+    rows = []
+    for pair in pairs:
+        try:
+            q = model.preprocessing(load_image(pair.query.path).pixels).to(device)
+            r = model.preprocessing(load_image(pair.retrieved.path).pixels).to(device)
+        except Exception:  # noqa: BLE001 - unreadable images are already in the errors table
+            continue
+        maps = method_maps(explain_pair(model, q, r), config.methods)
+        rows.append(example_panel(pair.query, {m: maps[m]["query"][0] for m in config.methods}, thresholds))
+    return np.concatenate(rows, axis=0) if rows else None
+
+
+def markdown_report(result: dict, dataset_name: str) -> str:
+    """Tables I and II as markdown, with where the results are."""
+    summary, best = result["summary"], result["best"]
+    lines = [f"# Localization on {dataset_name}", "", f"Results: `{result['location']}`", "",
+             "## Table I: accuracy (%) per method and threshold (IoU > 0.5)", ""]
+    if len(summary):
+        pivot = summary.pivot(index="method", columns="threshold", values="accuracy") * 100
+        lines.append("| method | " + " | ".join(f"t={t:g}" for t in pivot.columns) + " |")
+        lines.append("|---|" + "---:|" * len(pivot.columns))
+        for method, row in pivot.iterrows():
+            lines.append(f"| {method} | " + " | ".join(f"{v:.1f}" for v in row.values) + " |")
+    lines += ["", "## Table II: best accuracy per method", "", "| method | best accuracy (%) | threshold | images |",
+              "|---|---:|---:|---:|"]
+    for _, row in best.iterrows():
+        lines.append(f"| {row['method']} | {row['best_accuracy'] * 100:.1f} | {row['best_threshold']:g} | "
+                     f"{row['count']} |")
+    errors = result["errors"]
+    lines += ["", f"Errors: {int((errors['severity'] == 'error').sum())}, warnings: "
+                  f"{int((errors['severity'] == 'warning').sum())} (see errors.parquet)"]
+    return "\n".join(lines)
