@@ -155,14 +155,17 @@ def check_box(box_xywh, size: tuple[int, int], stage: str, image_id: str, file: 
     return (cx0, cy0, cx1, cy1)
 
 
-def _checked_image(path: Path, stage: str, image_id: str, errors: list[ErrorRecord]):
+def _checked_image(path: Path, stage: str, image_id: str, errors: list[ErrorRecord],
+                   listed_in: str | None = None, line: int | None = None):
+    """Image size from the header, or None with an error naming the image (and where it is listed)."""
+    where = f" (listed in {listed_in}, line {line})" if listed_in and line else ""
     if not path.is_file():
-        errors.append(ErrorRecord(stage, image_id, str(path), None, "image file does not exist"))
+        errors.append(ErrorRecord(stage, image_id, str(path), line, f"image file does not exist{where}"))
         return None
     try:
         return image_size(path)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        errors.append(ErrorRecord(stage, image_id, str(path), None, f"not a readable image ({error})"))
+        errors.append(ErrorRecord(stage, image_id, str(path), line, f"not a readable image ({error}){where}"))
         return None
 
 
@@ -187,6 +190,9 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
     names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
     box_lines = _line_numbers(root / "bounding_boxes.txt")
+    index_lines = _line_numbers(index)
+    # ids whose annotation line was already reported as unparseable: report each problem once
+    already_reported = {e.item for e in errors}
 
     items = []
     for image_id, (relative,) in paths.items():
@@ -202,7 +208,7 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
                                       f"is_train must be 0 or 1, got {split_flag}"))
             continue
         path = root / "images" / relative
-        size = _checked_image(path, stage, image_id, errors)
+        size = _checked_image(path, stage, image_id, errors, str(index), index_lines.get(image_id))
         if size is None:
             continue
         box = None
@@ -212,6 +218,8 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
             if box is None:
                 continue
         elif (root / "bounding_boxes.txt").is_file():
+            if image_id in already_reported:
+                continue
             errors.append(ErrorRecord(stage, image_id, str(root / "bounding_boxes.txt"), None,
                                       f"image {relative}: no bounding box line"))
             continue
@@ -264,7 +272,7 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
                 continue
             relative = (row["image"] or "").strip()
             path = root / relative
-            size = _checked_image(path, stage, image_id, errors)
+            size = _checked_image(path, stage, image_id, errors, str(csv_path), number)
             if size is None:
                 continue
             box = None
@@ -276,8 +284,21 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     return Dataset(name, str(root), items, errors)
 
 
+def check_dataset_spec(spec: str) -> None:
+    """Fail fast (before any flow starts) on a malformed spec or a missing dataset folder."""
+    kind, _, argument = spec.partition(":")
+    if kind == "synthetic":
+        return
+    if kind not in ("cub", "folder") or not argument:
+        raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")
+    root = Path(argument.partition(",")[0])
+    if not root.is_dir():
+        raise DatasetError(f"dataset spec {spec!r}: folder {root} does not exist")
+
+
 def dataset_from_spec(spec: str) -> Dataset:
     """``cub:PATH``, ``folder:ROOT`` or ``folder:ROOT,CSV``, or ``synthetic[:PATH]`` (generated if absent)."""
+    check_dataset_spec(spec)
     kind, _, argument = spec.partition(":")
     if kind == "cub" and argument:
         return load_cub(argument)

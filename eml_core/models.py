@@ -276,6 +276,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Em
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         raise ModelError(f"{path}: weights do not fit the model its config describes ({error})") from None
+    model.config = {**model.config, **config}  # keep what the saver recorded (training recipe, ...)
     if payload.get("preprocessing"):
         model.preprocessing = Preprocessing(**payload["preprocessing"])
     model.stride = payload.get("stride", model.stride)

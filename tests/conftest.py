@@ -65,3 +65,18 @@ def tiny(head: str = "gap_fc", height: int = 24, width: int = 32, seed: int = 0)
 @pytest.fixture(scope="session")
 def cpu_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_root(tmp_path_factory):
+    """A small embedded-default dataset (3 classes x 4 images), generated once per session."""
+    from eml_core.synthetic import SyntheticConfig, generate_synthetic_dataset
+
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), SyntheticConfig(classes=3, images_per_class=4))
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tiny_synthetic_root):
+    from eml_core.datasets import load_cub
+
+    return load_cub(tiny_synthetic_root)

@@ -81,13 +81,30 @@ def test_bad_inputs_exit_2_with_the_file_or_argument_named(tmp_path, capsys):
         assert message in err and "Traceback" not in err, (argv, err)
 
 
-def test_demo_runs_on_the_builtin_example(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0, capsys.readouterr().err
-    summary = json.loads((out / "explanation.json").read_text())
-    assert summary["model"] == "mobilenet_v2:gap" and summary["model_config"]["pretrained"] is True
+def test_demo_explanation_of_the_builtin_example(tmp_path):
+    from eml_core.examples import write_example_pair
+    from flows.cli import DEMO_MODEL, run_explain
+
+    query, retrieved = write_example_pair(tmp_path / "inputs")
+    summary = run_explain(query, retrieved, DEMO_MODEL, tmp_path, point_query=(190.0, 110.0))
+    assert summary["model_config"]["pretrained"] is True
     assert abs(summary["completeness_residual"]) < 1e-5
-    assert (out / "inputs" / "query.png").exists() and (out / "query_decomposition.png").exists()
+    assert (tmp_path / "query_decomposition.png").exists()
+
+
+def test_evaluate_localization_command(prefect_harness, tiny_synthetic_root, tmp_path, capsys):
+    code = main(["evaluate", "localization", "--dataset", f"cub:{tiny_synthetic_root}", "--model",
+                 "tests.conftest:tiny", "--out", str(tmp_path / "run"), "--methods", "decomposition,gradcam",
+                 "--shard-size", "6"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Table I" in out and "| decomposition |" in out and str(tmp_path / "run") in out
+    assert (tmp_path / "run" / "localization_summary.parquet").exists()
+
+
+def test_evaluate_with_a_bad_dataset_spec_exits_2(capsys):
+    assert main(["evaluate", "localization", "--dataset", "imagenet:/x", "--model", "m", "--out", "o"]) == 2
+    assert "dataset spec 'imagenet:/x'" in capsys.readouterr().err
 
 
 PAPER_PAIRS = {

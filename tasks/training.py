@@ -1,0 +1,40 @@
+"""Training as Prefect tasks: fit a model on a dataset's train split, then measure Recall@K."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from eml_core.datasets import Dataset
+from eml_core.models import save_model
+from eml_core.retrieval import RECALL_KS, embed_items, recall_at_k
+from eml_core.tables import frame
+from eml_core.training import TrainingConfig, train_model
+from tasks.localization import resolve_device
+from tasks.provenance import code_version, git_commit, versions
+
+
+def run_train(dataset: Dataset, config: TrainingConfig, checkpoint: str, device: str = "auto") -> dict:
+    """Train on the train split, save the checkpoint atomically, return the report."""
+    device = resolve_device(device)
+    model, report = train_model(dataset.split("train"), config, device=device)
+    metrics = []
+    for split in ("train", "test"):
+        kept, embeddings, _ = embed_items(model, dataset.split(split), device=device)
+        if len(kept) >= 2:
+            for k, value in recall_at_k(embeddings, [i.label for i in kept], RECALL_KS).items():
+                metrics.append({"model": Path(checkpoint).stem, "split": split, "k": k, "recall": value,
+                                "count": len(kept)})
+    extra = {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "loss_history": report.loss_history,
+             "retrieval_metrics": metrics, "versions": versions(), "git_commit": git_commit(),
+             "code_version": code_version()}
+    save_model(model.cpu(), checkpoint, extra=extra)
+    return {"checkpoint": str(checkpoint), "loss_history": report.loss_history, "train_items": report.train_items,
+            "errors": [e.to_dict() for e in report.errors + dataset.errors],
+            "retrieval_metrics": frame("retrieval_metrics", pd.DataFrame(metrics))}
+
+
+train_task = task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)(run_train)
