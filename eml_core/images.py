@@ -40,7 +40,8 @@ class LoadedImage:
 
     def to_uint8(self) -> np.ndarray:
         """``(H, W, 3)`` uint8 array, for overlays."""
-        return (self.pixels.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        # contiguous: OpenCV drawing functions refuse the strided view a permute would give
+        return np.ascontiguousarray((self.pixels.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
 
 
 def load_image(path: str | os.PathLike) -> LoadedImage:

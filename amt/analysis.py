@@ -1,0 +1,165 @@
+"""`eml study analyze`: the aggregation of the paper's Figs. 6 and 12, with the statistics around it.
+
+For the comparison "first method vs second method" (the study's ``methods``),
+every real answer is mapped back to the methods (``score_first_method``: +2 =
+the first method's explanation is clearly more reasonable ... -2 = clearly less)
+and the study reports
+
+* the share of each of the five answers (Fig. 6),
+* distinct workers against the target (40 by default),
+* a two-sided **sign test** over answers (positive vs negative scores, ties
+  dropped; ``scipy.stats.binomtest``) and a **Wilcoxon signed-rank** test over
+  items (each item's mean score; ``scipy.stats.wilcoxon``),
+* 95% **bootstrap** confidence intervals of the mean score and of the share of
+  answers preferring the first method, resampling items and, separately, workers
+  (2000 resamples, seeded),
+* catch-trial failure rates, overall and per worker, and per-worker answer
+  patterns (straight-lining: one raw answer in >= 90% of >= 5 answers).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy import stats
+
+CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"), (-2, "clearly_less"))
+LABELS = {"clearly_more": "clearly more", "slightly_more": "slightly more", "equally": "equally",
+          "slightly_less": "slightly less", "clearly_less": "clearly less"}
+
+SUMMARY_SCHEMA = pa.schema([
+    ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),
+    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("target_workers", pa.int64()),
+    ("target_met", pa.bool_()),
+    *[(f"share_{name}", pa.float64()) for _, name in CATEGORIES],
+    ("mean_score", pa.float64()), ("mean_score_ci_items_low", pa.float64()), ("mean_score_ci_items_high", pa.float64()),
+    ("mean_score_ci_workers_low", pa.float64()), ("mean_score_ci_workers_high", pa.float64()),
+    ("prefer_first_share", pa.float64()), ("prefer_first_ci_items_low", pa.float64()),
+    ("prefer_first_ci_items_high", pa.float64()), ("prefer_first_ci_workers_low", pa.float64()),
+    ("prefer_first_ci_workers_high", pa.float64()),
+    ("sign_test_positive", pa.int64()), ("sign_test_negative", pa.int64()), ("sign_test_p", pa.float64()),
+    ("wilcoxon_items_p", pa.float64()), ("catch_answers", pa.int64()), ("catch_failure_rate", pa.float64()),
+    ("workers_failing_catch", pa.int64()), ("straightliners", pa.int64()),
+])
+WORKERS_SCHEMA = pa.schema([
+    ("study_id", pa.string()), ("worker_hash", pa.string()), ("answers", pa.int64()), ("catch_answers", pa.int64()),
+    ("catch_failed", pa.int64()), ("most_common_answer", pa.string()), ("most_common_share", pa.float64()),
+    ("straightlining", pa.bool_()), ("mean_work_seconds", pa.float64()),
+])
+
+
+def _bootstrap(values: pd.Series, groups: pd.Series, statistic, rng: np.random.Generator, resamples: int = 2000):
+    """Percentile 95% CI of ``statistic`` resampling whole groups (items or workers) with replacement."""
+    by_group = [v.to_numpy() for _, v in values.groupby(groups.to_numpy())]
+    if len(by_group) < 2:
+        return float("nan"), float("nan")
+    estimates = []
+    for _ in range(resamples):
+        picks = rng.integers(0, len(by_group), size=len(by_group))
+        estimates.append(statistic(np.concatenate([by_group[i] for i in picks])))
+    low, high = np.percentile(estimates, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def worker_patterns(responses: pd.DataFrame, study_id: str) -> pd.DataFrame:
+    rows = []
+    for worker, group in responses.groupby("worker_hash"):
+        counts = group["answer_raw"].value_counts()
+        catch = group[group["is_catch"]]
+        share = float(counts.iloc[0] / len(group))
+        rows.append({"study_id": study_id, "worker_hash": worker, "answers": len(group), "catch_answers": len(catch),
+                     "catch_failed": int((~catch["catch_passed"].astype(bool)).sum()),
+                     "most_common_answer": str(counts.index[0]), "most_common_share": share,
+                     "straightlining": bool(len(group) >= 5 and share >= 0.9),
+                     "mean_work_seconds": float(group["work_seconds"].mean()) if group["work_seconds"].notna().any()
+                     else None})
+    return pd.DataFrame(rows, columns=WORKERS_SCHEMA.names)
+
+
+def summarise(responses: pd.DataFrame, study: dict, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(study_summary, worker_patterns)`` of a study's responses."""
+    rng = np.random.default_rng(seed)
+    first, second = study["methods"]
+    real = responses[~responses["is_catch"].astype(bool)]
+    scores = real["score_first_method"].astype(float)
+    catch = responses[responses["is_catch"].astype(bool)]
+    workers = worker_patterns(responses, study["study_id"])
+    positive, negative = int((scores > 0).sum()), int((scores < 0).sum())
+    item_means = scores.groupby(real["item_id"]).mean()
+    nonzero = item_means[item_means != 0]
+    row = {
+        "study_id": study["study_id"], "first_method": first, "second_method": second, "answers": len(real),
+        "items": real["item_id"].nunique(), "workers": responses["worker_hash"].nunique(),
+        "target_workers": study.get("target_workers", 40),
+        "target_met": responses["worker_hash"].nunique() >= study.get("target_workers", 40),
+        **{f"share_{name}": float((scores == value).mean()) if len(scores) else float("nan")
+           for value, name in CATEGORIES},
+        "mean_score": float(scores.mean()) if len(scores) else float("nan"),
+        "prefer_first_share": float((scores > 0).mean()) if len(scores) else float("nan"),
+        "sign_test_positive": positive, "sign_test_negative": negative,
+        "sign_test_p": float(stats.binomtest(positive, positive + negative, 0.5).pvalue) if positive + negative
+        else float("nan"),
+        "wilcoxon_items_p": float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else float("nan"),
+        "catch_answers": len(catch),
+        "catch_failure_rate": float((~catch["catch_passed"].astype(bool)).mean()) if len(catch) else float("nan"),
+        "workers_failing_catch": int((workers["catch_failed"] > 0).sum()),
+        "straightliners": int(workers["straightlining"].sum()),
+    }
+    for groups, label in ((real["item_id"], "items"), (real["worker_hash"], "workers")):
+        row[f"mean_score_ci_{label}_low"], row[f"mean_score_ci_{label}_high"] = _bootstrap(
+            scores, groups, np.mean, rng)
+        row[f"prefer_first_ci_{label}_low"], row[f"prefer_first_ci_{label}_high"] = _bootstrap(
+            scores, groups, lambda v: float((v > 0).mean()), rng)
+    return pd.DataFrame([row], columns=SUMMARY_SCHEMA.names), workers
+
+
+def bar_chart(summary: pd.DataFrame) -> bytes:
+    """PNG like the paper's Fig. 6: the share of each answer, mapped to the first method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    row = summary.iloc[0]
+    names = [name for _, name in CATEGORIES]
+    shares = [row[f"share_{n}"] * 100 for n in names]
+    figure, axes = plt.subplots(figsize=(7, 3.2), dpi=120)
+    colours = ["#1a9850", "#91cf60", "#bdbdbd", "#fc8d59", "#d73027"]
+    axes.bar(range(5), shares, color=colours)
+    axes.set_xticks(range(5), [f"{LABELS[n]}" for n in names])
+    axes.set_ylabel("share of answers (%)")
+    axes.set_title(f"{row['first_method']} vs {row['second_method']}: is {row['first_method']} more reasonable?\n"
+                   f"{row['answers']} answers, {row['workers']} workers, sign test p = {row['sign_test_p']:.3g}",
+                   fontsize=9)
+    for x, value in enumerate(shares):
+        axes.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def analyse_folder(folder, seed: int = 0) -> dict:
+    """Read a study folder's responses, write ``study_summary.parquet``, ``worker_patterns.parquet`` and
+    ``study_summary.png``; returns the tables."""
+    from pathlib import Path
+
+    from amt.ledger import Ledger
+    from amt.responses import RESPONSES_SCHEMA, read_parquet, write_parquet
+
+    folder = Path(folder)
+    ledger = Ledger.load(folder)
+    responses = read_parquet(folder / "responses.parquet", RESPONSES_SCHEMA)
+    if responses.empty:
+        from amt.study import StudyError
+
+        raise StudyError(f"{folder}: no responses yet; collect (or serve) first")
+    summary, workers = summarise(responses, ledger.data["study"], seed)
+    write_parquet(folder / "study_summary.parquet", summary, SUMMARY_SCHEMA)
+    write_parquet(folder / "worker_patterns.parquet", workers, WORKERS_SCHEMA)
+    (folder / "study_summary.png").write_bytes(bar_chart(summary))
+    return {"summary": summary, "workers": workers}

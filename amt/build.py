@@ -1,0 +1,192 @@
+"""`eml study build`: items, stimuli, HIT pages and the ledger, locally and without any AWS call.
+
+Items come from
+
+* ``overall_map``: a localization results run (its ``manifest.json`` names the
+  dataset and checkpoint; its ``localization_items`` the pairs). The pairs are
+  explained again with that checkpoint to draw both methods' overall maps.
+* ``retrieval``: a rankings table (:data:`RANKINGS_COLUMNS`), one row per
+  (query, method, rank): ``query_id, query_image, box_x0, box_y0, box_x1, box_y1,
+  method, rank, gallery_id, gallery_image, score`` plus, for catch trials,
+  ``query_label`` and ``gallery_label``. Image paths are absolute or relative to
+  the table's folder.
+
+Which method is robot A is drawn per item from the study seed and recorded.
+Catch trials have a known better answer: for ``overall_map`` one robot
+highlights the centre of the true object box and the other the far corner; for
+``retrieval`` one robot shows images of the query's class and the other images
+of other classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from amt.hit_page import lab_html
+from amt.ledger import Ledger
+from amt.stimuli import overall_map_stimulus, retrieval_stimulus, save_stimulus, synthetic_map
+from amt.study import Study, StudyError
+
+RANKINGS_COLUMNS = ("query_id", "query_image", "box_x0", "box_y0", "box_x1", "box_y1", "method", "rank",
+                    "gallery_id", "gallery_image", "score")
+
+
+def _item_id(study: Study, key: str) -> str:
+    return "i-" + hashlib.sha256(f"{study.study_id}:{key}".encode()).hexdigest()[:12]
+
+
+def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
+    return (study.methods[0], study.methods[1]) if rng.random() < 0.5 else (study.methods[1], study.methods[0])
+
+
+def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
+    from eml_core.datasets import dataset_from_spec
+    from eml_core.decomposition import explain_pair
+    from eml_core.images import load_image
+    from eml_core.localization import METHODS, method_maps
+    from eml_core.models import model_from_spec
+
+    run = Path(study.source)
+    manifest_path, items_path = run / "manifest.json", run / "localization_items.parquet"
+    for path in (manifest_path, items_path):
+        if not path.is_file():
+            raise StudyError(f"{study.path}: field 'source': {path} missing (expected a localization results run)")
+    unknown = [m for m in study.methods if m not in METHODS]
+    if unknown:
+        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods ({', '.join(METHODS)})")
+    manifest = json.loads(manifest_path.read_text())
+    pairs = (pd.read_parquet(items_path, columns=["pair_id", "image_id", "partner_id", "side"])
+             .query("side == 'query'").drop_duplicates("pair_id").sort_values("pair_id"))
+    if len(pairs) < study.items:
+        raise StudyError(f"{study.path}: field 'items': {study.items} asked for, the run has {len(pairs)} pairs")
+    chosen = pairs.iloc[np.sort(rng.choice(len(pairs), size=study.items, replace=False))]
+    dataset = dataset_from_spec(manifest["config"]["dataset"])
+    by_id = {item.image_id: item for item in dataset.items}
+    model = model_from_spec(manifest["checkpoint"]["spec"])
+    items = []
+    for row in chosen.itertuples():
+        query, partner = by_id[row.image_id], by_id[row.partner_id]
+        q = model.preprocessing(load_image(query.path).pixels)
+        r = model.preprocessing(load_image(partner.path).pixels)
+        maps = method_maps(explain_pair(model, q, r), study.methods)
+        method_a, method_b = _assign_sides(rng, study)
+        files = {side: save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, maps[m]["query"][0],
+                                                                   maps[m]["retrieved"][0], study.highlight_fraction))
+                 for side, m in (("A", method_a), ("B", method_b))}
+        items.append({"item_id": _item_id(study, row.pair_id), "source_ref": row.pair_id, "is_catch": False,
+                      "method_a": method_a, "method_b": method_b, "expected": None, "stimuli": files})
+    for n in range(study.catch_items):
+        row = chosen.iloc[n % len(chosen)]
+        query, partner = by_id[row.image_id], by_id[row.partner_id]
+        good_maps = []
+        bad_maps = []
+        for item in (query, partner):
+            x0, y0, x1, y1 = item.box
+            height, width = item.size
+            spread = max(x1 - x0, y1 - y0) / 4
+            good_maps.append(synthetic_map((height, width), ((x0 + x1) / 2, (y0 + y1) / 2), spread))
+            far = (0.0 if (x0 + x1) / 2 > width / 2 else width - 1.0, 0.0 if (y0 + y1) / 2 > height / 2 else height - 1.0)
+            bad_maps.append(synthetic_map((height, width), far, spread))
+        good = save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *good_maps, study.highlight_fraction))
+        bad = save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *bad_maps, study.highlight_fraction))
+        good_side = "A" if rng.random() < 0.5 else "B"
+        items.append(_catch_item(study, f"catch-{n}", good_side, good, bad))
+    return items
+
+
+def _catch_item(study: Study, key: str, good_side: str, good: str, bad: str) -> dict:
+    files = {"A": good, "B": bad} if good_side == "A" else {"A": bad, "B": good}
+    return {"item_id": _item_id(study, key), "source_ref": key, "is_catch": True, "method_a": None, "method_b": None,
+            "expected": good_side, "stimuli": files}
+
+
+def read_rankings(study: Study) -> pd.DataFrame:
+    path = Path(study.source)
+    if not path.is_file():
+        raise StudyError(f"{study.path}: field 'source': rankings table {path} does not exist")
+    table = pd.read_parquet(path)
+    missing = [c for c in RANKINGS_COLUMNS if c not in table.columns]
+    if missing:
+        raise StudyError(f"{path}: rankings table lacks column(s) {', '.join(missing)}")
+    for column in ("query_image", "gallery_image"):
+        table[column] = [str(p if Path(p).is_absolute() else path.parent / p) for p in table[column]]
+    return table
+
+
+def retrieval_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
+    table = read_rankings(study)
+    rankings = {}
+    for (query_id, method), group in table.groupby(["query_id", "method"]):
+        rankings.setdefault(query_id, {})[method] = group.sort_values("rank")
+    usable = sorted(q for q, by_method in rankings.items()
+                    if all(m in by_method and len(by_method[m]) >= study.top_k for m in study.methods))
+    if len(usable) < study.items:
+        raise StudyError(f"{study.path}: field 'items': {study.items} asked for, {len(usable)} queries of "
+                         f"{study.source} have top-{study.top_k} rankings for both methods")
+    chosen = [usable[i] for i in np.sort(rng.choice(len(usable), size=study.items, replace=False))]
+    items = []
+    for query_id in chosen:
+        method_a, method_b = _assign_sides(rng, study)
+        files = {}
+        for side, method in (("A", method_a), ("B", method_b)):
+            ranked = rankings[query_id][method].head(study.top_k)
+            first = ranked.iloc[0]
+            box = (first.box_x0, first.box_y0, first.box_x1, first.box_y1)
+            files[side] = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, list(ranked.gallery_image)))
+        items.append({"item_id": _item_id(study, f"q-{query_id}"), "source_ref": str(query_id), "is_catch": False,
+                      "method_a": method_a, "method_b": method_b, "expected": None, "stimuli": files})
+    if study.catch_items:
+        if not {"query_label", "gallery_label"} <= set(table.columns):
+            raise StudyError(f"{study.source}: catch trials need columns query_label and gallery_label "
+                             f"(or set catch_trial_rate: 0)")
+        gallery = table.drop_duplicates("gallery_id")
+        for n in range(study.catch_items):
+            query_id = chosen[n % len(chosen)]
+            first = rankings[query_id][study.methods[0]].iloc[0]
+            same = gallery[gallery.gallery_label == first.query_label].gallery_image.tolist()
+            other = gallery[gallery.gallery_label != first.query_label].gallery_image.tolist()
+            if len(same) < study.top_k or len(other) < study.top_k:
+                raise StudyError(f"{study.source}: not enough gallery images to build a catch trial for query {query_id}")
+            box = (first.box_x0, first.box_y0, first.box_x1, first.box_y1)
+            good = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, same[:study.top_k]))
+            picks = rng.choice(len(other), size=study.top_k, replace=False)
+            bad = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, [other[i] for i in picks]))
+            items.append(_catch_item(study, f"catch-{n}", "A" if rng.random() < 0.5 else "B", good, bad))
+    return items
+
+
+def build_study(study: Study, out: str | Path) -> Ledger:
+    """Render everything a study needs into ``out``; returns the saved ledger. Makes no AWS call."""
+    out = Path(out)
+    if (out / "ledger.json").exists():
+        existing = Ledger.load(out)
+        if any(h.get("hit_id") for h in existing.hits):
+            raise StudyError(f"{out}: study {existing.study_id} was already launched; build into a new folder")
+    rng = np.random.default_rng(study.seed)
+    stimuli = out / "stimuli"
+    items = (overall_map_items if study.kind == "overall_map" else retrieval_items)(study, stimuli, rng)
+    order = rng.permutation(len(items))  # catch trials mixed in among the real items
+    ledger = Ledger.create(out, study.to_dict())
+    for slot, index in enumerate(order):
+        item = dict(items[index])
+        item["hit_index"], item["position"] = divmod(slot, study.items_per_hit)
+        ledger.items.append(item)
+    for index in range(study.hits):
+        hit_items = ledger.items_of_hit(index)
+        page = lab_html(study, hit_items, lambda name: f"../stimuli/{name}", action="#", progress=f"HIT {index + 1}")
+        (out / "hits").mkdir(parents=True, exist_ok=True)
+        (out / "hits" / f"hit-{index:03d}.html").write_text(page)
+        ledger.hits.append({"index": index, "unique_request_token": unique_request_token(study.study_id, index),
+                            "hit_id": None, "status": "built", "items": [i["item_id"] for i in hit_items]})
+    ledger.save()
+    return ledger
+
+
+def unique_request_token(study_id: str, index: int) -> str:
+    """Stable per (study, HIT): a relaunch after a crash re-sends the same token (MTurk dedupes for 24 h)."""
+    return hashlib.sha256(f"eml:{study_id}:{index}".encode()).hexdigest()[:40]

@@ -1,0 +1,144 @@
+"""`eml study collect`: assignments from MTurk into the `responses` table, reviewed by catch trials.
+
+Assignments are paged per HIT; answers parsed from MTurk's QuestionFormAnswers
+XML (crowd-form's ``taskAnswers`` JSON or plain fields); workers who pass every
+catch trial of an assignment are approved, the others are held for review
+(listed in the ledger; :func:`reject` needs a reason). Collecting twice never
+duplicates a row, malformed answers and unknown assignments land in the
+study's ``errors.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pandas as pd
+
+from amt.ledger import Ledger
+from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, _problem, answer_rows, as_table, merge_responses,
+                           read_parquet, worker_hash, write_parquet)
+
+RESPONSES_FILE = "responses.parquet"
+ERRORS_FILE = "errors.parquet"
+
+
+def parse_answer_xml(xml_text: str) -> dict[str, str]:
+    """``{field: value}`` from a QuestionFormAnswers document; raises ValueError when unreadable."""
+    root = ElementTree.fromstring(xml_text)
+    answers: dict[str, str] = {}
+    for answer in root.iter():
+        if not answer.tag.endswith("Answer") or answer.tag.endswith("QuestionFormAnswers"):
+            continue
+        identifier = next((c.text for c in answer if c.tag.endswith("QuestionIdentifier")), None)
+        text = next((c.text for c in answer if c.tag.endswith("FreeText")), None)
+        if identifier is None:
+            continue
+        if identifier == "taskAnswers":
+            payload = json.loads(text or "[]")
+            for entry in payload if isinstance(payload, list) else [payload]:
+                for key, value in entry.items():
+                    answers[key] = _radio_value(value)
+        else:
+            answers[identifier] = text
+    return answers
+
+
+def _radio_value(value):
+    """crowd-form reports a radio group as its value, or as ``{value: true, ...}``."""
+    if isinstance(value, dict):
+        chosen = [k for k, v in value.items() if v is True]
+        return chosen[0] if len(chosen) == 1 else json.dumps(value)
+    return None if value is None else str(value)
+
+
+def _assignments(client, hit_id: str):
+    token = None
+    while True:
+        kwargs = {"HITId": hit_id, "MaxResults": 100, "AssignmentStatuses": ["Submitted", "Approved", "Rejected"]}
+        if token:
+            kwargs["NextToken"] = token
+        page = client.list_assignments_for_hit(**kwargs)
+        yield from page.get("Assignments", [])
+        token = page.get("NextToken")
+        if not token:
+            return
+
+
+def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict:
+    folder = Path(folder)
+    ledger = Ledger.load(folder)
+    responses = read_parquet(folder / RESPONSES_FILE, RESPONSES_SCHEMA)
+    errors = read_parquet(folder / ERRORS_FILE, STUDY_ERRORS_SCHEMA)
+    known_errors = set(zip(errors["item"], errors["problem"]))
+    new_problems: list[dict] = []
+    review = ledger.data.setdefault("review", {})
+    approved = held = added = 0
+    launch = next((l for l in ledger.data.get("launches", []) if l.get("participated_qualification")), None)
+    for hit in ledger.hits:
+        if not hit.get("hit_id"):
+            continue
+        for assignment in _assignments(client, hit["hit_id"]):
+            assignment_id = assignment["AssignmentId"]
+            if assignment.get("HITId") not in (None, hit["hit_id"]):
+                new_problems.append(_problem("collect", assignment_id,
+                                             f"assignment belongs to unknown HIT {assignment.get('HITId')}"))
+                continue
+            try:
+                answers = parse_answer_xml(assignment.get("Answer", ""))
+            except (ElementTree.ParseError, json.JSONDecodeError, AttributeError) as error:
+                new_problems.append(_problem("collect", assignment_id, f"unreadable answer document ({error})"))
+                continue
+            rows, problems = answer_rows(ledger, hit["index"], answers, source="mturk", assignment_id=assignment_id,
+                                         worker_id=assignment["WorkerId"], hit_id=hit["hit_id"],
+                                         accept_time=assignment.get("AcceptTime"),
+                                         submit_time=assignment.get("SubmitTime"))
+            new_problems += problems
+            before = len(responses)
+            responses, duplicates = merge_responses(responses, rows)
+            new_problems += duplicates
+            added += len(responses) - before
+            if assignment.get("AssignmentStatus") != "Submitted" or not approve:
+                continue
+            catch = [r for r in rows if r["is_catch"]]
+            if all(r["catch_passed"] for r in catch) and not problems:
+                client.approve_assignment(AssignmentId=assignment_id,
+                                          RequesterFeedback="Thank you for your careful answers.")
+                approved += 1
+                review.pop(assignment_id, None)
+            else:
+                failed = sum(not r["catch_passed"] for r in catch)
+                review[assignment_id] = {"hit_id": hit["hit_id"], "reason": f"{failed} of {len(catch)} catch trials "
+                                         f"failed, {len(problems)} malformed answers"}
+                held += 1
+            qualified = ledger.data.setdefault("qualified_workers", [])  # salted hashes, as in responses
+            hashed = worker_hash(ledger.salt, assignment["WorkerId"])
+            if launch and hashed not in qualified:
+                qualified.append(hashed)
+                client.associate_qualification_with_worker(QualificationTypeId=launch["participated_qualification"],
+                                                           WorkerId=assignment["WorkerId"], IntegerValue=1,
+                                                           SendNotification=False)
+    fresh = [p for p in new_problems if (p["item"], p["problem"]) not in known_errors]
+    errors = as_table(pd.concat([errors, as_table(fresh, STUDY_ERRORS_SCHEMA)], ignore_index=True),
+                      STUDY_ERRORS_SCHEMA) if fresh else errors
+    write_parquet(folder / RESPONSES_FILE, responses, RESPONSES_SCHEMA)
+    write_parquet(folder / ERRORS_FILE, errors, STUDY_ERRORS_SCHEMA)
+    ledger.save()
+    summary = {"responses": len(responses), "added": added, "approved": approved, "held_for_review": held,
+               "errors": len(fresh), "workers": responses["worker_hash"].nunique()}
+    log(f"collected {ledger.study_id}: {summary}")
+    return summary
+
+
+def reject(client, folder: str | Path, assignment_id: str, reason: str) -> None:
+    """Reject a held assignment; MTurk shows the worker the reason, so one is required."""
+    if not reason or not reason.strip():
+        from amt.study import StudyError
+
+        raise StudyError("reject: a reason for the worker is required")
+    ledger = Ledger.load(folder)
+    client.reject_assignment(AssignmentId=assignment_id, RequesterFeedback=reason.strip())
+    ledger.data.setdefault("review", {}).pop(assignment_id, None)
+    ledger.data.setdefault("rejected", {})[assignment_id] = reason.strip()
+    ledger.save()

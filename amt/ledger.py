@@ -1,0 +1,75 @@
+"""The study ledger: everything a study built, launched and collected, in one JSON file.
+
+The ledger is the study's memory across crashes: items with which method is
+"A", stimuli, HITs with their ``UniqueRequestToken`` and MTurk ids. It also holds
+the per-study salt that hashes worker ids; the salt never leaves the ledger
+(responses carry only the hash). Writes are atomic (temp file + rename), and
+the gateway writes after every HIT it creates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+LEDGER_FILE = "ledger.json"
+
+
+class Ledger:
+    def __init__(self, folder: str | Path, data: dict):
+        self.folder = Path(folder)
+        self.data = data
+
+    @classmethod
+    def create(cls, folder: str | Path, study: dict) -> "Ledger":
+        return cls(folder, {"study": study, "salt": secrets.token_hex(16), "items": [], "hits": [], "launches": []})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Ledger":
+        path = Path(folder) / LEDGER_FILE
+        if not path.is_file():
+            from amt.study import StudyError
+
+            raise StudyError(f"{path}: no study ledger here; run `eml study build` first")
+        return cls(folder, json.loads(path.read_text()))
+
+    def save(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / LEDGER_FILE
+        with tempfile.NamedTemporaryFile("w", dir=self.folder, prefix=".ledger.", delete=False) as handle:
+            json.dump(self.data, handle, indent=2, sort_keys=True)
+            temporary = handle.name
+        os.replace(temporary, target)
+        return target
+
+    # convenience views
+    def study_definition(self):
+        """The validated :class:`amt.study.Study` this ledger was built from."""
+        from amt.study import study_from_dict
+
+        return study_from_dict(self.data["study"], str(self.folder / LEDGER_FILE))
+
+    @property
+    def study_id(self) -> str:
+        return self.data["study"]["study_id"]
+
+    @property
+    def salt(self) -> str:
+        return self.data["salt"]
+
+    @property
+    def items(self) -> list[dict]:
+        return self.data["items"]
+
+    @property
+    def hits(self) -> list[dict]:
+        return self.data["hits"]
+
+    def items_of_hit(self, index: int) -> list[dict]:
+        return sorted((i for i in self.items if i["hit_index"] == index), key=lambda i: i["position"])
+
+    def hit_by_id(self, hit_id: str) -> dict | None:
+        return next((h for h in self.hits if h.get("hit_id") == hit_id), None)

@@ -1,0 +1,132 @@
+"""The `responses` table: one row per answer, from MTurk or the local lab, in one schema.
+
+Columns: ``study_id, source`` (mturk | lab), ``hit_index, hit_id, assignment_id,
+worker_hash`` (SHA-256 of the per-study salt and the worker id, 16 hex; the id
+itself is never stored), ``item_id, position, is_catch, method_a, method_b``
+(which method was robot A / B; null for catch trials), ``answer_raw`` (the
+submitted value), ``score_a`` (-2..2, how much more reasonable A was judged),
+``first_method, score_first_method`` (the answer mapped to the study's first
+method: +2 = first method clearly more reasonable), ``catch_expected`` (A | B),
+``catch_passed``, ``accept_time, submit_time, work_seconds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from amt.hit_page import ANSWER_VALUES
+from amt.ledger import Ledger
+
+RESPONSES_SCHEMA = pa.schema([
+    ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),
+    ("assignment_id", pa.string()), ("worker_hash", pa.string()), ("item_id", pa.string()), ("position", pa.int64()),
+    ("is_catch", pa.bool_()), ("method_a", pa.string()), ("method_b", pa.string()), ("answer_raw", pa.string()),
+    ("score_a", pa.int64()), ("first_method", pa.string()), ("score_first_method", pa.int64()),
+    ("catch_expected", pa.string()), ("catch_passed", pa.bool_()), ("accept_time", pa.string()),
+    ("submit_time", pa.string()), ("work_seconds", pa.float64()),
+])
+STUDY_ERRORS_SCHEMA = pa.schema([
+    ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
+    ("problem", pa.string()), ("severity", pa.string()),
+])
+
+
+def worker_hash(salt: str, worker_id: str) -> str:
+    return hashlib.sha256(f"{salt}:{worker_id}".encode()).hexdigest()[:16]
+
+
+def as_table(rows, schema: pa.Schema) -> pd.DataFrame:
+    frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
+    for column in schema.names:
+        if column not in frame.columns:
+            frame[column] = None
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False).to_pandas()
+
+
+def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> Path:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(as_table(frame, schema), schema=schema, preserve_index=False), buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(buffer.getvalue())
+        temporary = handle.name
+    os.replace(temporary, path)
+    return path
+
+
+def read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:
+    return as_table(pd.read_parquet(path), schema) if path.is_file() else as_table([], schema)
+
+
+def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, source: str, assignment_id: str,
+                worker_id: str, hit_id: str | None, accept_time=None, submit_time=None) -> tuple[list[dict], list[dict]]:
+    """Rows for one submission (``answers``: field ``q<position>`` -> value) and the problems found in it."""
+    items = ledger.items_of_hit(hit_index)
+    first = ledger.data["study"]["methods"][0]
+    rows, problems = [], []
+    expected_fields = {f"q{i['position']}" for i in items}
+    for unknown in sorted(set(answers) - expected_fields):
+        problems.append(_problem("collect", assignment_id, f"answer field {unknown!r} matches no item of HIT {hit_index}"))
+    worker = worker_hash(ledger.salt, worker_id)
+    seconds = None
+    if accept_time is not None and submit_time is not None:
+        seconds = (pd.Timestamp(submit_time) - pd.Timestamp(accept_time)).total_seconds()
+    for item in items:
+        field = f"q{item['position']}"
+        raw = answers.get(field)
+        if raw not in ANSWER_VALUES:
+            problems.append(_problem("collect", assignment_id,
+                                     f"item {item['item_id']} ({field}): malformed or missing answer {raw!r}"))
+            continue
+        score = int(raw)
+        if item["is_catch"]:
+            mapped, passed = None, (score > 0) if item["expected"] == "A" else (score < 0)
+        else:
+            mapped, passed = (score if item["method_a"] == first else -score), None
+        rows.append({
+            "study_id": ledger.study_id, "source": source, "hit_index": hit_index, "hit_id": hit_id,
+            "assignment_id": assignment_id, "worker_hash": worker, "item_id": item["item_id"],
+            "position": item["position"], "is_catch": item["is_catch"], "method_a": item["method_a"],
+            "method_b": item["method_b"], "answer_raw": raw, "score_a": score, "first_method": first,
+            "score_first_method": mapped, "catch_expected": item["expected"], "catch_passed": passed,
+            "accept_time": str(accept_time) if accept_time is not None else None,
+            "submit_time": str(submit_time) if submit_time is not None else None, "work_seconds": seconds,
+        })
+    return rows, problems
+
+
+def _problem(stage: str, item: str, problem: str, severity: str = "error") -> dict:
+    return {"stage": stage, "item": item, "file": None, "line": None, "problem": problem, "severity": severity}
+
+
+def merge_responses(existing: pd.DataFrame, new_rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """Add new rows, never duplicating (assignment, item); a worker answering an item twice keeps the first."""
+    problems = []
+    seen_answers = set(zip(existing["assignment_id"], existing["item_id"]))
+    seen_worker_items = {(w, i): a for w, i, a in zip(existing["worker_hash"], existing["item_id"],
+                                                      existing["assignment_id"])}
+    kept = []
+    for row in new_rows:
+        if (row["assignment_id"], row["item_id"]) in seen_answers:
+            continue
+        earlier = seen_worker_items.get((row["worker_hash"], row["item_id"]))
+        if earlier is not None and earlier != row["assignment_id"]:
+            problems.append(_problem("collect", row["assignment_id"],
+                                     f"worker {row['worker_hash']} already answered item {row['item_id']} in "
+                                     f"assignment {earlier}; the later answer is not counted", "warning"))
+            continue
+        seen_answers.add((row["assignment_id"], row["item_id"]))
+        seen_worker_items[(row["worker_hash"], row["item_id"])] = row["assignment_id"]
+        kept.append(row)
+    if not kept:
+        return existing, problems
+    return as_table(pd.concat([existing, as_table(kept, RESPONSES_SCHEMA)], ignore_index=True),
+                    RESPONSES_SCHEMA), problems

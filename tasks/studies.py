@@ -1,0 +1,36 @@
+"""Human-study steps as Prefect tasks (thin wrappers over `amt`)."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from amt.analysis import analyse_folder
+from amt.build import build_study
+from amt.collect import collect
+from amt.gateway import Gateway, mturk_client
+from amt.hosting import upload_stimuli, url_lookup
+from amt.ledger import Ledger
+from amt.study import load_study
+
+
+def run_build(definition: str, folder: str) -> dict:
+    ledger = build_study(load_study(definition), folder)
+    return {"folder": folder, "items": len(ledger.items), "hits": len(ledger.hits)}
+
+
+def run_launch(folder: str, live: bool = False, client=None, s3_client=None) -> dict:
+    ledger = Ledger.load(folder)
+    upload_stimuli(ledger, s3_client)
+    gateway = Gateway(client or mturk_client(live), live=live)
+    return gateway.launch(ledger, url_lookup(ledger))
+
+
+def run_collect(folder: str, live: bool = False, client=None) -> dict:
+    return collect(client or mturk_client(live), folder)
+
+
+build_task = task(name="build-study", cache_policy=NO_CACHE)(run_build)
+launch_task = task(name="launch-study", cache_policy=NO_CACHE)(run_launch)
+collect_task = task(name="collect-study", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)(run_collect)
+analyze_task = task(name="analyze-study", cache_policy=NO_CACHE)(analyse_folder)
