@@ -12,7 +12,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup browser test demo bench clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/eml setup-weights
 	touch $(STAMP)
 
+# The lab-mode test drives Debian's chromium through playwright (never a browser download).
+# Installing it needs root (as on CI); elsewhere that test skips with its reason.
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: Debian's chromium is not installed; the browser test will skip (and fail under CI)"
+
 # pytest exit 5 means no test ran: that is a failure here, never a silent pass.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -24,6 +24,7 @@ def upload_stimuli(ledger: Ledger, s3_client=None) -> dict[str, str]:
         s3_client = boto3.client("s3")
     urls = ledger.data.setdefault("stimulus_urls", {})
     folder = ledger.folder / "stimuli"
+    presigner = _sigv4_client(s3_client) if hosting["url_mode"] == "presigned" else None
     for path in sorted(folder.glob("*.png")):
         key = f"{hosting['prefix'].strip('/')}/{ledger.study_id}/{path.name}"
         extra = {"ContentType": "image/png", "CacheControl": "max-age=31536000, immutable"}
@@ -33,10 +34,19 @@ def upload_stimuli(ledger: Ledger, s3_client=None) -> dict[str, str]:
         if hosting["url_mode"] == "public":
             urls[path.name] = public_url(s3_client, bucket, key)
         else:
-            urls[path.name] = s3_client.generate_presigned_url(
+            urls[path.name] = presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(hosting["presign_seconds"]))
     ledger.save()
     return urls
+
+
+def _sigv4_client(s3_client):
+    """Presigned URLs must be SigV4 (SigV2 query signatures are deprecated); they last at most 7 days."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=s3_client.meta.endpoint_url, region_name=s3_client.meta.region_name,
+                        config=Config(signature_version="s3v4"))
 
 
 def public_url(s3_client, bucket: str, key: str) -> str:

@@ -200,6 +200,10 @@ def run_study_command(args) -> None:
     from amt.analysis import analyse_folder
     from amt.gateway import Gateway, mturk_client
 
+    if args.study_command != "build":
+        from amt.ledger import Ledger
+
+        Ledger.load(args.folder)  # a clear error now, before a flow (and its server) starts
     if args.study_command == "build":
         from tasks.studies import run_build
 
