@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_deployments_resolve_and_validate():
-    from prefect.client.schemas.schedules import CronSchedule
+    from datetime import timedelta
+
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
@@ -22,7 +24,12 @@ def test_deployments_resolve_and_validate():
         flow = getattr(module, name)
         flow.validate_parameters(deployment.get("parameters", {}))  # raises on unknown or mistyped parameters
         for schedule in deployment.get("schedules", []):
-            CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+            if "cron" in schedule:
+                CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+            else:
+                IntervalSchedule(interval=timedelta(seconds=schedule["interval"]))
         assert deployment["work_pool"]["name"]
+    collect = next(d for d in spec["deployments"] if d["name"] == "collect-study")
+    assert collect["schedules"][0]["interval"] > 0
     nightly = next(d for d in spec["deployments"] if d["name"] == "nightly-localization")
     assert {"dataset", "model", "out"} <= set(nightly["parameters"])
