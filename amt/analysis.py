@@ -7,14 +7,20 @@ and the study reports
 
 * the share of each of the five answers (Fig. 6),
 * distinct workers against the target (40 by default),
-* a two-sided **sign test** over answers (positive vs negative scores, ties
-  dropped; ``scipy.stats.binomtest``) and a **Wilcoxon signed-rank** test over
-  items (each item's mean score; ``scipy.stats.wilcoxon``),
+* a two-sided **sign test** over items (the sign of each item's mean score, ties
+  dropped; ``scipy.stats.binomtest``) and a **Wilcoxon signed-rank** test over the
+  items' mean scores (``scipy.stats.wilcoxon``). Answers are clustered by item and
+  by worker, so both tests take the item as the unit; answer-level counts are
+  reported as description only,
 * 95% **bootstrap** confidence intervals of the mean score and of the share of
   answers preferring the first method, resampling items and, separately, workers
   (2000 resamples, seeded),
 * catch-trial failure rates, overall and per worker, and per-worker answer
   patterns (straight-lining: one raw answer in >= 90% of >= 5 answers).
+
+By default the comparison uses only trustworthy answers: workers who failed a
+catch trial or straight-lined, and assignments held for review or rejected, are
+left out (``workers_total`` and ``answers_excluded`` say how many).
 """
 
 from __future__ import annotations
@@ -32,15 +38,16 @@ LABELS = {"clearly_more": "clearly more", "slightly_more": "slightly more", "equ
 
 SUMMARY_SCHEMA = pa.schema([
     ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),
-    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("target_workers", pa.int64()),
-    ("target_met", pa.bool_()),
+    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("workers_total", pa.int64()),
+    ("answers_excluded", pa.int64()), ("target_workers", pa.int64()), ("target_met", pa.bool_()),
     *[(f"share_{name}", pa.float64()) for _, name in CATEGORIES],
     ("mean_score", pa.float64()), ("mean_score_ci_items_low", pa.float64()), ("mean_score_ci_items_high", pa.float64()),
     ("mean_score_ci_workers_low", pa.float64()), ("mean_score_ci_workers_high", pa.float64()),
     ("prefer_first_share", pa.float64()), ("prefer_first_ci_items_low", pa.float64()),
     ("prefer_first_ci_items_high", pa.float64()), ("prefer_first_ci_workers_low", pa.float64()),
     ("prefer_first_ci_workers_high", pa.float64()),
-    ("sign_test_positive", pa.int64()), ("sign_test_negative", pa.int64()), ("sign_test_p", pa.float64()),
+    ("answers_positive", pa.int64()), ("answers_negative", pa.int64()),
+    ("sign_test_items_positive", pa.int64()), ("sign_test_items_negative", pa.int64()), ("sign_test_p", pa.float64()),
     ("wilcoxon_items_p", pa.float64()), ("catch_answers", pa.int64()), ("catch_failure_rate", pa.float64()),
     ("workers_failing_catch", pa.int64()), ("straightliners", pa.int64()),
 ])
@@ -79,27 +86,37 @@ def worker_patterns(responses: pd.DataFrame, study_id: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=WORKERS_SCHEMA.names)
 
 
-def summarise(responses: pd.DataFrame, study: dict, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summarise(responses: pd.DataFrame, study: dict, seed: int = 0, excluded_assignments=(),
+              exclude_flagged: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(study_summary, worker_patterns)`` of a study's responses."""
     rng = np.random.default_rng(seed)
     first, second = study["methods"]
-    real = responses[~responses["is_catch"].astype(bool)]
+    workers = worker_patterns(responses, study["study_id"])
+    trusted = responses
+    if exclude_flagged:
+        flagged = set(workers.loc[(workers["catch_failed"] > 0) | workers["straightlining"], "worker_hash"])
+        trusted = responses[~responses["worker_hash"].isin(flagged)
+                            & ~responses["assignment_id"].isin(set(excluded_assignments))]
+    real = trusted[~trusted["is_catch"].astype(bool)]
     scores = real["score_first_method"].astype(float)
     catch = responses[responses["is_catch"].astype(bool)]
-    workers = worker_patterns(responses, study["study_id"])
-    positive, negative = int((scores > 0).sum()), int((scores < 0).sum())
     item_means = scores.groupby(real["item_id"]).mean()
     nonzero = item_means[item_means != 0]
+    positive, negative = int((nonzero > 0).sum()), int((nonzero < 0).sum())
+    included_workers = trusted["worker_hash"].nunique()
+    target = study.get("target_workers", 40)
     row = {
         "study_id": study["study_id"], "first_method": first, "second_method": second, "answers": len(real),
-        "items": real["item_id"].nunique(), "workers": responses["worker_hash"].nunique(),
-        "target_workers": study.get("target_workers", 40),
-        "target_met": responses["worker_hash"].nunique() >= study.get("target_workers", 40),
+        "items": real["item_id"].nunique(), "workers": included_workers,
+        "workers_total": responses["worker_hash"].nunique(),
+        "answers_excluded": int((~responses["is_catch"].astype(bool)).sum()) - len(real),
+        "target_workers": target, "target_met": included_workers >= target,
         **{f"share_{name}": float((scores == value).mean()) if len(scores) else float("nan")
            for value, name in CATEGORIES},
         "mean_score": float(scores.mean()) if len(scores) else float("nan"),
         "prefer_first_share": float((scores > 0).mean()) if len(scores) else float("nan"),
-        "sign_test_positive": positive, "sign_test_negative": negative,
+        "answers_positive": int((scores > 0).sum()), "answers_negative": int((scores < 0).sum()),
+        "sign_test_items_positive": positive, "sign_test_items_negative": negative,
         "sign_test_p": float(stats.binomtest(positive, positive + negative, 0.5).pvalue) if positive + negative
         else float("nan"),
         "wilcoxon_items_p": float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else float("nan"),
@@ -132,7 +149,7 @@ def bar_chart(summary: pd.DataFrame) -> bytes:
     axes.set_xticks(range(5), [f"{LABELS[n]}" for n in names])
     axes.set_ylabel("share of answers (%)")
     axes.set_title(f"{row['first_method']} vs {row['second_method']}: is {row['first_method']} more reasonable?\n"
-                   f"{row['answers']} answers, {row['workers']} workers, sign test p = {row['sign_test_p']:.3g}",
+                   f"{row['answers']} answers, {row['workers']} workers, sign test (items) p = {row['sign_test_p']:.3g}",
                    fontsize=9)
     for x, value in enumerate(shares):
         axes.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
@@ -158,7 +175,8 @@ def analyse_folder(folder, seed: int = 0) -> dict:
         from amt.study import StudyError
 
         raise StudyError(f"{folder}: no responses yet; collect (or serve) first")
-    summary, workers = summarise(responses, ledger.data["study"], seed)
+    held = set(ledger.data.get("review", {})) | set(ledger.data.get("rejected", {}))
+    summary, workers = summarise(responses, ledger.data["study"], seed, excluded_assignments=held)
     write_parquet(folder / "study_summary.parquet", summary, SUMMARY_SCHEMA)
     write_parquet(folder / "worker_patterns.parquet", workers, WORKERS_SCHEMA)
     (folder / "study_summary.png").write_bytes(bar_chart(summary))

@@ -65,9 +65,17 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     if len(pairs) < study.items:
         raise StudyError(f"{study.path}: field 'items': {study.items} asked for, the run has {len(pairs)} pairs")
     chosen = pairs.iloc[np.sort(rng.choice(len(pairs), size=study.items, replace=False))]
-    dataset = dataset_from_spec(manifest["config"]["dataset"])
+    try:
+        dataset_spec, checkpoint = manifest["config"]["dataset"], manifest["checkpoint"]["spec"]
+    except (KeyError, TypeError):
+        raise StudyError(f"{manifest_path}: no config.dataset / checkpoint.spec (not a localization manifest)") from None
+    dataset = dataset_from_spec(dataset_spec)
     by_id = {item.image_id: item for item in dataset.items}
-    model = model_from_spec(manifest["checkpoint"]["spec"])
+    missing = sorted({i for pair in chosen.itertuples() for i in (pair.image_id, pair.partner_id)} - set(by_id))
+    if missing:
+        raise StudyError(f"{manifest_path}: images {missing[:5]} of the run are not in dataset {dataset_spec} "
+                         f"(moved or changed since the run?)")
+    model = model_from_spec(checkpoint)
     items = []
     for row in chosen.itertuples():
         query, partner = by_id[row.image_id], by_id[row.partner_id]
@@ -181,12 +189,15 @@ def build_study(study: Study, out: str | Path) -> Ledger:
         page = lab_html(study, hit_items, lambda name: f"../stimuli/{name}", action="#", progress=f"HIT {index + 1}")
         (out / "hits").mkdir(parents=True, exist_ok=True)
         (out / "hits" / f"hit-{index:03d}.html").write_text(page)
-        ledger.hits.append({"index": index, "unique_request_token": unique_request_token(study.study_id, index),
+        ledger.hits.append({"index": index,
+                            "unique_request_token": unique_request_token(study.study_id, ledger.build_id, index),
+                            "annotation": f"{study.study_id}:{ledger.build_id}:{index}",
                             "hit_id": None, "status": "built", "items": [i["item_id"] for i in hit_items]})
     ledger.save()
     return ledger
 
 
-def unique_request_token(study_id: str, index: int) -> str:
-    """Stable per (study, HIT): a relaunch after a crash re-sends the same token (MTurk dedupes for 24 h)."""
-    return hashlib.sha256(f"eml:{study_id}:{index}".encode()).hexdigest()[:40]
+def unique_request_token(study_id: str, build_id: str, index: int) -> str:
+    """Stable per (build, HIT): a relaunch after a crash re-sends the same token (MTurk dedupes for 24 h),
+    while a rebuild of the same study gets new tokens and can never adopt the old build's HITs."""
+    return hashlib.sha256(f"eml:{study_id}:{build_id}:{index}".encode()).hexdigest()[:40]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from amt.ledger import Ledger
 from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, _problem, answer_rows, as_table, merge_responses,
-                           read_parquet, worker_hash, write_parquet)
+                           read_parquet, responses_lock, worker_hash, write_parquet)
 
 RESPONSES_FILE = "responses.parquet"
 ERRORS_FILE = "errors.parquet"
@@ -68,6 +68,11 @@ def _assignments(client, hit_id: str):
 
 def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict:
     folder = Path(folder)
+    with responses_lock(folder):  # the lab server may be writing the same table
+        return _collect(client, folder, approve, log)
+
+
+def _collect(client, folder: Path, approve: bool, log) -> dict:
     ledger = Ledger.load(folder)
     responses = read_parquet(folder / RESPONSES_FILE, RESPONSES_SCHEMA)
     errors = read_parquet(folder / ERRORS_FILE, STUDY_ERRORS_SCHEMA)
@@ -99,6 +104,15 @@ def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict
             responses, duplicates = merge_responses(responses, rows)
             new_problems += duplicates
             added += len(responses) - before
+            # every participant is excluded from later studies, whatever became of this assignment
+            qualified = ledger.data.setdefault("qualified_workers", [])  # salted hashes, as in responses
+            hashed = worker_hash(ledger.salt, assignment["WorkerId"])
+            if launch and hashed not in qualified:
+                client.associate_qualification_with_worker(QualificationTypeId=launch["participated_qualification"],
+                                                           WorkerId=assignment["WorkerId"], IntegerValue=1,
+                                                           SendNotification=False)
+                qualified.append(hashed)
+                ledger.save()
             if assignment.get("AssignmentStatus") != "Submitted" or not approve:
                 continue
             catch = [r for r in rows if r["is_catch"]]
@@ -112,13 +126,7 @@ def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict
                 review[assignment_id] = {"hit_id": hit["hit_id"], "reason": f"{failed} of {len(catch)} catch trials "
                                          f"failed, {len(problems)} malformed answers"}
                 held += 1
-            qualified = ledger.data.setdefault("qualified_workers", [])  # salted hashes, as in responses
-            hashed = worker_hash(ledger.salt, assignment["WorkerId"])
-            if launch and hashed not in qualified:
-                qualified.append(hashed)
-                client.associate_qualification_with_worker(QualificationTypeId=launch["participated_qualification"],
-                                                           WorkerId=assignment["WorkerId"], IntegerValue=1,
-                                                           SendNotification=False)
+            ledger.save()
     fresh = [p for p in new_problems if (p["item"], p["problem"]) not in known_errors]
     errors = as_table(pd.concat([errors, as_table(fresh, STUDY_ERRORS_SCHEMA)], ignore_index=True),
                       STUDY_ERRORS_SCHEMA) if fresh else errors

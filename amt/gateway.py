@@ -3,8 +3,10 @@
 * ``live=False`` (default) talks to the requester **sandbox** endpoint; ``live=True``
   needs an explicit flag *and* a positive budget cap.
 * Before anything is created the cost estimate — reward x assignments x HITs plus
-  MTurk's fee (20%, or 40% for HITs with 10 or more assignments) plus bonuses — is
-  checked against the study's budget cap and the account balance.
+  MTurk's fee (20%, or 40% for HITs with 10 or more assignments, at least $0.01 per
+  assignment) plus bonuses — is checked against the study's budget cap and the
+  account balance.
+* A study folder is launched in one mode only: sandbox answers never mix with live ones.
 * One HIT type, then one HIT per ledger entry, each with a ``UniqueRequestToken``
   derived from the study id and HIT index, and the ledger is saved after every
   HIT: a launch that crashed half-way resumes without duplicates (a HIT MTurk
@@ -41,6 +43,19 @@ class BudgetError(EmlError):
     """Launching would cost more than the cap or the balance allows."""
 
 
+class StudyModeError(EmlError):
+    """A sandbox study folder asked to go live, or the reverse."""
+
+
+def study_mode(ledger: Ledger, live_flag: bool) -> bool:
+    """The mode to talk to MTurk in for an existing study: the one it was launched in (the flag must agree)."""
+    if ledger.launched_live is None or ledger.launched_live == live_flag:
+        return live_flag
+    raise StudyModeError(f"{ledger.folder}: study {ledger.study_id} was launched "
+                         f"{'live' if ledger.launched_live else 'in the sandbox'}; "
+                         f"{'add' if ledger.launched_live else 'drop'} --live")
+
+
 def mturk_client(live: bool = False):
     """A real boto3 mturk client for the sandbox (default) or production, with adaptive retries."""
     import boto3
@@ -55,12 +70,17 @@ def fee_rate(assignments_per_hit: int) -> float:
     return 0.4 if assignments_per_hit >= 10 else 0.2
 
 
+MIN_FEE_USD = 0.01  # MTurk's commission per assignment (and per bonus) is at least one cent
+
+
 def cost_estimate(study: Study) -> dict:
     assignments = study.hits * study.assignments_per_hit
     rate = fee_rate(study.assignments_per_hit)
     rewards = assignments * study.reward_usd
     bonuses = assignments * study.bonus_usd
-    fees = (rewards + bonuses) * rate
+    fees = assignments * max(MIN_FEE_USD, rate * study.reward_usd)
+    if study.bonus_usd > 0:
+        fees += assignments * max(MIN_FEE_USD, rate * study.bonus_usd)
     return {"hits": study.hits, "assignments": assignments, "rewards_usd": round(rewards, 2),
             "bonuses_usd": round(bonuses, 2), "fee_rate": rate, "fees_usd": round(fees, 2),
             "total_usd": round(rewards + bonuses + fees, 2)}
@@ -131,8 +151,14 @@ class Gateway:
     def launch(self, ledger: Ledger, image_url) -> dict:
         """Create the HIT type and every HIT not yet in the ledger; safe to call again after a crash."""
         study = ledger.study_definition()
+        if ledger.launched_live is not None and ledger.launched_live != self.live:
+            raise StudyModeError(
+                f"{ledger.folder}: study {ledger.study_id} was launched {'live' if ledger.launched_live else 'in the sandbox'}; "
+                f"{'live' if self.live else 'sandbox'} HITs need their own folder (build it again) so that answers "
+                f"of the two never mix")
         estimate = self.check_budget(study)
         launch = next((l for l in ledger.data["launches"] if l["live"] == self.live), None)
+        resuming = launch is not None
         if launch is None:
             participated = self.participation_qualification() if study.qualifications.exclude_previous else None
             hit_type = self.client.create_hit_type(
@@ -146,12 +172,20 @@ class Gateway:
             ledger.data["launches"].append(launch)
             ledger.save()
         created = 0
+        # On a resume, HITs created just before a crash may be missing from the ledger, and MTurk forgets
+        # request tokens after 24 h: look them up by their build-unique annotation before creating anything.
+        known = self._hits_by_annotation() if resuming and any(not h.get("hit_id") for h in ledger.hits) else {}
         for hit in ledger.hits:
             if hit.get("hit_id"):
                 continue
+            annotation = hit["annotation"]
+            if annotation in known:
+                hit.update({"hit_id": known[annotation], "hit_type_id": launch["hit_type_id"], "status": "launched",
+                            "live": self.live})
+                ledger.save()
+                continue
             items = ledger.items_of_hit(hit["index"])
             question = html_question(study, items, image_url)
-            annotation = f"{ledger.study_id}:{hit['index']}"
             try:
                 response = self.client.create_hit_with_hit_type(
                     HITTypeId=launch["hit_type_id"], MaxAssignments=study.assignments_per_hit,
@@ -168,6 +202,18 @@ class Gateway:
         return {"created": created, "hits": len(ledger.hits), "hit_type_id": launch["hit_type_id"],
                 "estimate": estimate, "live": self.live}
 
+    def _hits_by_annotation(self) -> dict[str, str]:
+        """Every HIT of the account, by RequesterAnnotation (paged)."""
+        found, token = {}, None
+        while True:
+            page = self.client.list_hits(**({"NextToken": token} if token else {}), MaxResults=100)
+            for hit in page.get("HITs", []):
+                if hit.get("RequesterAnnotation"):
+                    found[hit["RequesterAnnotation"]] = hit["HITId"]
+            token = page.get("NextToken")
+            if not token:
+                return found
+
     def _recover_existing(self, error, annotation: str) -> str:
         """A HIT created before a crash: MTurk names it in the duplicate-token error; else find it by annotation."""
         message = str(error)
@@ -176,15 +222,9 @@ class Gateway:
         found = HIT_ID_PATTERN.search(message)
         if found:
             return found.group(0)
-        token = None
-        while True:
-            page = self.client.list_hits(**({"NextToken": token} if token else {}), MaxResults=100)
-            for hit in page.get("HITs", []):
-                if hit.get("RequesterAnnotation") == annotation:
-                    return hit["HITId"]
-            token = page.get("NextToken")
-            if not token:
-                raise error
+        if annotation in (known := self._hits_by_annotation()):
+            return known[annotation]
+        raise error
 
     # --- after the study -----------------------------------------------------------------------
     def expire(self, ledger: Ledger) -> int:

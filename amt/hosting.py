@@ -24,7 +24,7 @@ def upload_stimuli(ledger: Ledger, s3_client=None) -> dict[str, str]:
         s3_client = boto3.client("s3")
     urls = ledger.data.setdefault("stimulus_urls", {})
     folder = ledger.folder / "stimuli"
-    presigner = _sigv4_client(s3_client) if hosting["url_mode"] == "presigned" else None
+    presigner = _sigv4_client(s3_client, bucket) if hosting["url_mode"] == "presigned" else None
     for path in sorted(folder.glob("*.png")):
         key = f"{hosting['prefix'].strip('/')}/{ledger.study_id}/{path.name}"
         extra = {"ContentType": "image/png", "CacheControl": "max-age=31536000, immutable"}
@@ -40,12 +40,14 @@ def upload_stimuli(ledger: Ledger, s3_client=None) -> dict[str, str]:
     return urls
 
 
-def _sigv4_client(s3_client):
-    """Presigned URLs must be SigV4 (SigV2 query signatures are deprecated); they last at most 7 days."""
+def _sigv4_client(s3_client, bucket: str):
+    """Presigned URLs must be SigV4 (SigV2 query signatures are deprecated; they last at most 7 days),
+    signed for the bucket's own region (a URL signed for another region is refused)."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=s3_client.meta.endpoint_url, region_name=s3_client.meta.region_name,
+    region = s3_client.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    return boto3.client("s3", endpoint_url=s3_client.meta.endpoint_url, region_name=region,
                         config=Config(signature_version="s3v4"))
 
 

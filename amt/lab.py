@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from amt.hit_page import lab_html
 from amt.ledger import Ledger
 from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, answer_rows, as_table, merge_responses, read_parquet,
-                           write_parquet)
+                           responses_lock, write_parquet)
 from amt.study import study_from_dict
 
 STIMULUS = re.compile(r"^/stimuli/([0-9a-f]{32}\.png)$")
@@ -138,7 +138,7 @@ class LabServer:
         length = int(handler.headers.get("Content-Length", "0"))
         form = parse_qs(handler.rfile.read(length).decode("utf-8", "replace"))
         answers = {key: values[0] for key, values in form.items()}
-        with self.lock:
+        with self.lock, responses_lock(self.folder):
             rows, problems = answer_rows(self.ledger, index, answers, source="lab",
                                          assignment_id=f"{self._assignment_prefix(token)}{index}", worker_id=f"lab:{token}", hit_id=None)
             if problems:  # the browser enforces `required`; a hand-made post gets the page again

@@ -25,7 +25,8 @@ class Ledger:
 
     @classmethod
     def create(cls, folder: str | Path, study: dict) -> "Ledger":
-        return cls(folder, {"study": study, "salt": secrets.token_hex(16), "items": [], "hits": [], "launches": []})
+        return cls(folder, {"study": study, "salt": secrets.token_hex(16), "build_id": secrets.token_hex(6),
+                            "items": [], "hits": [], "launches": []})
 
     @classmethod
     def load(cls, folder: str | Path) -> "Ledger":
@@ -55,6 +56,17 @@ class Ledger:
     @property
     def study_id(self) -> str:
         return self.data["study"]["study_id"]
+
+    @property
+    def build_id(self) -> str:
+        """Random per build: part of every HIT's request token and annotation."""
+        return self.data["build_id"]
+
+    @property
+    def launched_live(self) -> bool | None:
+        """None before any launch; else whether this study went to production (one mode per study folder)."""
+        launches = self.data.get("launches", [])
+        return launches[0]["live"] if launches else None
 
     @property
     def salt(self) -> str:

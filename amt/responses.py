@@ -12,6 +12,8 @@ method: +2 = first method clearly more reasonable), ``catch_expected`` (A | B),
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -37,6 +39,18 @@ STUDY_ERRORS_SCHEMA = pa.schema([
     ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
     ("problem", pa.string()), ("severity", pa.string()),
 ])
+
+
+@contextlib.contextmanager
+def responses_lock(folder: Path):
+    """An exclusive lock (across processes) for read-modify-write of a study's tables."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".responses.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def worker_hash(salt: str, worker_id: str) -> str:

@@ -73,7 +73,7 @@ class Study:
     description: str = "Compare how two robots explain why two images look alike. About 3 minutes."
     keywords: str = "image, comparison, explanation, survey"
     duration_seconds: int = 1200     # time a worker has for one HIT
-    lifetime_seconds: int = 7 * 24 * 3600
+    lifetime_seconds: int = 3 * 24 * 3600  # HITs visible for 3 days (presigned stimulus URLs last 7)
     auto_approval_seconds: int = 3 * 24 * 3600
     subject: str = "bird species"     # "Both robots think the two images contain the same <subject>"
     top_k: int = 4                   # retrieval: retrieved images shown per robot
@@ -167,4 +167,10 @@ def study_from_dict(raw, where: str = "study") -> Study:
                   path=where)
     _need(study.items_per_hit <= study.items + study.catch_items, where, "items_per_hit",
           "is larger than the number of items")
+    if study.stimuli.url_mode == "presigned":
+        _need(isinstance(study.stimuli.presign_seconds, int) and 3600 <= study.stimuli.presign_seconds <= 604800,
+              where, "stimuli.presign_seconds", "must be 3600..604800 (SigV4 presigned URLs last at most 7 days)")
+        _need(study.lifetime_seconds + study.duration_seconds <= study.stimuli.presign_seconds, where,
+              "lifetime_seconds", f"HITs would outlive their presigned images ({study.stimuli.presign_seconds} s): "
+                                  f"shorten lifetime_seconds or use url_mode: public")
     return study

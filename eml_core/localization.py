@@ -179,30 +179,42 @@ def localize_pairs(model, pairs, methods=METHODS, thresholds=FINE_THRESHOLDS, co
             continue
         q_index = {item.image_id: n for n, item in enumerate(queries)}
         r_index = {item.image_id: n for n, item in enumerate(retrieved)}
-        try:
-            q = torch.stack([q_tensors[q_index[chunk[i].query.image_id]] for i in usable]).to(device)
-            r = torch.stack([r_tensors[r_index[chunk[i].retrieved.image_id]] for i in usable]).to(device)
-            explanation = explain_pair(model, q, r)
-        except (EmlError, RuntimeError) as error:
-            for i in usable:
-                errors.append(ErrorRecord(stage, chunk[i].pair_id, None, None, f"explanation failed: {error}"))
-            continue
-        maps = method_maps(explanation, methods)
-        for row_index, i in enumerate(usable):
-            pair = chunk[i]
-            for side, item, partner in (("query", pair.query, pair.retrieved), ("retrieved", pair.retrieved, pair.query)):
-                if side not in sides:
-                    continue
-                for method in methods:
-                    normalised, flagged = normalised_at_image_size(maps[method][side][row_index], item.size)
-                    for result in sweep_thresholds(normalised, item.box, thresholds, connectivity):
-                        box = result.box or (None, None, None, None)
-                        rows.append({
-                            "pair_id": pair.pair_id, "image_id": item.image_id, "image": item.relative_path,
-                            "split": item.split, "label": item.label, "side": side, "partner_id": partner.image_id,
-                            "method": method, "threshold": result.threshold,
-                            "box_x0": box[0], "box_y0": box[1], "box_x1": box[2], "box_y1": box[3],
-                            "gt_x0": item.box[0], "gt_y0": item.box[1], "gt_x1": item.box[2], "gt_y1": item.box[3],
-                            "iou": result.iou, "correct": result.correct, "map_flagged": flagged,
-                        })
+        # A model without a fixed input size sees images at their own sizes: batch equal shapes only.
+        groups: dict[tuple, list[int]] = {}
+        for i in usable:
+            q_shape = tuple(q_tensors[q_index[chunk[i].query.image_id]].shape)
+            r_shape = tuple(r_tensors[r_index[chunk[i].retrieved.image_id]].shape)
+            groups.setdefault((q_shape, r_shape), []).append(i)
+        for group in groups.values():
+            try:
+                q = torch.stack([q_tensors[q_index[chunk[i].query.image_id]] for i in group]).to(device)
+                r = torch.stack([r_tensors[r_index[chunk[i].retrieved.image_id]] for i in group]).to(device)
+                maps = method_maps(explain_pair(model, q, r), methods)
+            except (EmlError, RuntimeError) as error:
+                for i in group:
+                    errors.append(ErrorRecord(stage, chunk[i].pair_id, None, None, f"explanation failed: {error}"))
+                continue
+            rows.extend(_sweep_rows([chunk[i] for i in group], maps, methods, thresholds, connectivity, sides))
     return rows, errors
+
+
+def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides) -> list[dict]:
+    """``localization_items`` rows of a batch of explained pairs."""
+    rows = []
+    for row_index, pair in enumerate(pairs):
+        for side, item, partner in (("query", pair.query, pair.retrieved), ("retrieved", pair.retrieved, pair.query)):
+            if side not in sides:
+                continue
+            for method in methods:
+                normalised, flagged = normalised_at_image_size(maps[method][side][row_index], item.size)
+                for result in sweep_thresholds(normalised, item.box, thresholds, connectivity):
+                    box = result.box or (None, None, None, None)
+                    rows.append({
+                        "pair_id": pair.pair_id, "image_id": item.image_id, "image": item.relative_path,
+                        "split": item.split, "label": item.label, "side": side, "partner_id": partner.image_id,
+                        "method": method, "threshold": result.threshold,
+                        "box_x0": box[0], "box_y0": box[1], "box_x1": box[2], "box_y1": box[3],
+                        "gt_x0": item.box[0], "gt_y0": item.box[1], "gt_x1": item.box[2], "gt_y1": item.box[3],
+                        "iou": result.iou, "correct": result.correct, "map_flagged": flagged,
+                    })
+    return rows

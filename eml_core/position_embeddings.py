@@ -167,6 +167,7 @@ def _push(layer: nn.Module, s: _AffineState) -> None:
     if isinstance(layer, (nn.ReLU, nn.LeakyReLU, nn.PReLU)):
         slope = _slopes(layer, s.value)
         if s.stage == "vector":
+            slope = slope.flatten(1)  # a pooled (B, C, 1, 1) activation before its Flatten
             s.x = s.x * slope.unsqueeze(1)
         else:
             s.x = s.x * slope.view_as(s.x)

@@ -90,38 +90,57 @@ def _sampler(labels: torch.Tensor, config: TrainingConfig):
     from pytorch_metric_learning.samplers import MPerClassSampler
 
     classes = len(torch.unique(labels))
-    batch = min(config.batch_size, config.images_per_class * classes)
+    # a batch holds m images of each of several classes, and no more images than there are
+    batch = min(config.batch_size, config.images_per_class * classes, len(labels))
     batch -= batch % config.images_per_class
+    if batch < 2 * config.images_per_class or classes < 2:
+        # one class per batch would give the losses no negative pair: nothing to learn
+        raise ArgumentError("images_per_class", f"batches of {batch} images hold fewer than 2 classes of "
+                                                f"{config.images_per_class} images ({len(labels)} images of {classes} "
+                                                f"classes); lower images_per_class or add data")
     return MPerClassSampler(labels, m=config.images_per_class, batch_size=batch,
                             length_before_new_iter=len(labels)), batch
 
 
-def fit_head(head: torch.nn.Module, feature_maps: torch.Tensor, labels: torch.Tensor, config: TrainingConfig,
-             device: str = "cpu") -> list[float]:
-    """Train ``head`` on cached feature maps; returns the mean loss of each epoch."""
+def _optimise(network: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, config: TrainingConfig,
+              parameter_groups, device: str, augment=None) -> list[float]:
+    """The shared loop: m-per-class batches, loss on mined pairs/triplets, AdamW; mean loss per epoch."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # MPerClassSampler draws from numpy's global generator
     loss_function, miner = loss_and_miner(config.loss)
     sampler, batch_size = _sampler(labels, config)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(feature_maps, labels),
-                                         batch_size=batch_size, sampler=sampler, drop_last=True)
-    head.to(device).train()
-    optimiser = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad],
-                                  lr=config.learning_rate, weight_decay=config.weight_decay)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, labels), batch_size=batch_size,
+                                         sampler=sampler, drop_last=True)
+    network.to(device).train()
+    optimiser = torch.optim.AdamW(parameter_groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     history = []
     for _ in range(config.epochs):
         losses = []
-        for maps, batch_labels in loader:
-            maps, batch_labels = maps.to(device), batch_labels.to(device)
-            embeddings = head(maps)
+        for batch, batch_labels in loader:
+            if augment is not None:
+                batch = augment(batch)
+            batch, batch_labels = batch.to(device), batch_labels.to(device)
+            embeddings = network(batch)
             loss = loss_function(embeddings, batch_labels, miner(embeddings, batch_labels))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))
         history.append(float(np.mean(losses)) if losses else float("nan"))
-    head.eval()
+    network.eval()
     return history
+
+
+def fit_head(head: torch.nn.Module, feature_maps: torch.Tensor, labels: torch.Tensor, config: TrainingConfig,
+             device: str = "cpu") -> list[float]:
+    """Train ``head`` on cached feature maps; returns the mean loss of each epoch."""
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    return _optimise(head, feature_maps, labels, config, trainable, device)
+
+
+def _random_mirror(batch: torch.Tensor) -> torch.Tensor:
+    flip = torch.rand(len(batch)) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
 
 
 def fine_tune_model(model: EmbeddingModel, items: list[Item], config: TrainingConfig,
@@ -129,33 +148,10 @@ def fine_tune_model(model: EmbeddingModel, items: list[Item], config: TrainingCo
     """Train backbone and head end to end on images (with random mirroring). For GPUs."""
     errors: list[ErrorRecord] = []
     kept, tensors = load_batch(items, model, "fine_tune", errors)
-    images = torch.stack(tensors)
     labels = torch.tensor([item.label for item in kept])
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    loss_function, miner = loss_and_miner(config.loss)
-    sampler, batch_size = _sampler(labels, config)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch_size,
-                                         sampler=sampler, drop_last=True)
-    model.to(device).train()
-    optimiser = torch.optim.AdamW([
-        {"params": model.backbone.parameters(), "lr": config.learning_rate * 0.1},
-        {"params": model.head.parameters(), "lr": config.learning_rate},
-    ], weight_decay=config.weight_decay)
-    history = []
-    for _ in range(config.epochs):
-        losses = []
-        for batch, batch_labels in loader:
-            flip = torch.rand(len(batch)) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch).to(device)
-            embeddings = model(batch)
-            loss = loss_function(embeddings, batch_labels.to(device), miner(embeddings, batch_labels.to(device)))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-        history.append(float(np.mean(losses)) if losses else float("nan"))
-    model.eval()
+    groups = [{"params": model.backbone.parameters(), "lr": config.learning_rate * 0.1},
+              {"params": model.head.parameters(), "lr": config.learning_rate}]
+    history = _optimise(model, torch.stack(tensors), labels, config, groups, device, augment=_random_mirror)
     return history, errors
 
 

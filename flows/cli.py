@@ -201,9 +201,12 @@ def run_study_command(args) -> None:
     from amt.gateway import Gateway, mturk_client
 
     if args.study_command != "build":
+        from amt.gateway import study_mode
         from amt.ledger import Ledger
 
-        Ledger.load(args.folder)  # a clear error now, before a flow (and its server) starts
+        ledger = Ledger.load(args.folder)  # a clear error now, before a flow (and its server) starts
+        if args.study_command in ("collect", "expire", "reject"):
+            study_mode(ledger, args.live)  # talk to MTurk where the study was launched
     if args.study_command == "build":
         from tasks.studies import run_build
 

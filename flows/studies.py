@@ -42,13 +42,15 @@ def study_markdown(summary) -> str:
     return "\n".join([
         f"# {row['study_id']}: {row['first_method']} vs {row['second_method']}", "",
         f"{row['answers']} answers on {row['items']} items from {row['workers']} workers "
-        f"(target {row['target_workers']}: {'met' if row['target_met'] else 'NOT met'}).", "",
+        f"(target {row['target_workers']}: {'met' if row['target_met'] else 'NOT met'}); "
+        f"{row['workers_total'] - row['workers']} workers and {row['answers_excluded']} answers left out "
+        f"(failed catch trials, straight-lining, held or rejected).", "",
         "| clearly more | slightly more | equally | slightly less | clearly less |", "|---:|---:|---:|---:|---:|",
         "| " + " | ".join(f"{row[f'share_{n}'] * 100:.1f}%" for n in
                          ("clearly_more", "slightly_more", "equally", "slightly_less", "clearly_less")) + " |", "",
         f"Mean score {row['mean_score']:+.2f} (95% CI over items {row['mean_score_ci_items_low']:+.2f} .. "
         f"{row['mean_score_ci_items_high']:+.2f}; over workers {row['mean_score_ci_workers_low']:+.2f} .. "
-        f"{row['mean_score_ci_workers_high']:+.2f}); sign test p = {row['sign_test_p']:.3g}; Wilcoxon over items "
+        f"{row['mean_score_ci_workers_high']:+.2f}); sign test over items p = {row['sign_test_p']:.3g}; Wilcoxon over items "
         f"p = {row['wilcoxon_items_p']:.3g}.",
         f"Catch trials: {row['catch_answers']} answers, failure rate {row['catch_failure_rate'] * 100:.1f}%; "
         f"{row['straightliners']} straight-lining workers.",

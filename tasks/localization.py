@@ -90,7 +90,7 @@ def run_embed_shard(out: str, model_spec: str, items: list[Item], index: int, de
     """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there."""
     store = ResultsLocation(out)
     fingerprint = model_fingerprint(model_spec)
-    key = content_key("embed", fingerprint, code_version(), [(i.image_id, i.relative_path) for i in items])
+    key = content_key("embed", fingerprint, code_version(), [item_signature(i) for i in items])
     path = f"shards/embeddings/shard-{index:04d}-{key}.npz"
     errors_path = f"shards/errors/embed-{index:04d}-{key}.parquet"
     if store.exists(path) and store.exists(errors_path):
@@ -135,9 +135,19 @@ def run_make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: s
     return pairs, errors + pair_errors
 
 
+def item_signature(item: Item) -> tuple:
+    """What decides an item's results: its file (path, size, modification time), label, split, size and box."""
+    try:
+        stat = os.stat(item.path)
+        on_disk = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        on_disk = None
+    return (item.image_id, item.relative_path, on_disk, item.label, item.split, item.size, item.box)
+
+
 def localize_key(model_spec: str, pairs: list[Pair], method: str, config: LocalizationConfig) -> str:
     return content_key("localize", model_fingerprint(model_spec), code_version(), method,
-                       [(p.pair_id, p.query.relative_path, p.query.box, p.retrieved.relative_path) for p in pairs],
+                       [(p.pair_id, item_signature(p.query), item_signature(p.retrieved)) for p in pairs],
                        list(config.thresholds), config.connectivity, list(config.sides))
 
 

@@ -35,11 +35,21 @@ def file_sha256(path: str | Path) -> str:
 
 
 def model_fingerprint(spec: str) -> str:
-    """Checkpoint file hash, or a hash of a built-in spec (deterministic from its seed)."""
+    """Checkpoint file hash; for a ``package.module:factory`` spec, a hash of the spec and the factory module's
+    source (editing the factory invalidates cached results); for ``backbone:head``, of the spec itself
+    (deterministic from its seed, with the library's code version in every cache key besides)."""
     path = Path(spec)
     if path.is_file():
         return file_sha256(path)
-    return hashlib.sha256(f"spec:{spec}".encode()).hexdigest()
+    digest = hashlib.sha256(f"spec:{spec}".encode())
+    module_name, _, function = spec.partition(":")
+    if function and "." in module_name:
+        import importlib.util
+
+        found = importlib.util.find_spec(module_name)
+        if found is not None and found.origin and Path(found.origin).is_file():
+            digest.update(Path(found.origin).read_bytes())
+    return digest.hexdigest()
 
 
 def git_commit() -> str | None:

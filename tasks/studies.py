@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from amt.analysis import analyse_folder
 from amt.build import build_study
 from amt.collect import collect
-from amt.gateway import Gateway, mturk_client
+from amt.gateway import Gateway, mturk_client, study_mode
 from amt.hosting import upload_stimuli, url_lookup
 from amt.ledger import Ledger
 from amt.study import load_study
@@ -27,6 +27,7 @@ def run_launch(folder: str, live: bool = False, client=None, s3_client=None) -> 
 
 
 def run_collect(folder: str, live: bool = False, client=None) -> dict:
+    live = study_mode(Ledger.load(folder), live)  # collect where the study was launched
     return collect(client or mturk_client(live), folder)
 
 

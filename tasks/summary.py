@@ -10,6 +10,7 @@ import torch
 
 from eml_core.datasets import Dataset, ErrorRecord
 from eml_core.decomposition import explain_pair
+from eml_core.errors import EmlError
 from eml_core.images import load_image
 from eml_core.localization import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy, method_maps
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
@@ -103,9 +104,9 @@ def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -
         try:
             q = model.preprocessing(load_image(pair.query.path).pixels).to(device)
             r = model.preprocessing(load_image(pair.retrieved.path).pixels).to(device)
-        except Exception:  # noqa: BLE001 - unreadable images are already in the errors table
+            maps = method_maps(explain_pair(model, q, r), config.methods)
+        except (EmlError, RuntimeError):  # such pairs are already in the errors table; show the others
             continue
-        maps = method_maps(explain_pair(model, q, r), config.methods)
         rows.append(example_panel(pair.query, {m: maps[m]["query"][0] for m in config.methods}, thresholds))
     return np.concatenate(rows, axis=0) if rows else None
 

@@ -43,7 +43,7 @@ def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2,
 
 
 def test_shares_and_statistics_recover_the_simulated_distribution():
-    summary, workers = summarise(simulate(straightliners=0), STUDY)
+    summary, workers = summarise(simulate(straightliners=0, careless=0), STUDY)
     row = summary.iloc[0]
     for value, name in CATEGORIES:
         assert row[f"share_{name}"] == pytest.approx(TRUE_SHARES[value], abs=0.03), name
@@ -51,14 +51,14 @@ def test_shares_and_statistics_recover_the_simulated_distribution():
     assert row["mean_score"] == pytest.approx(expected_mean, abs=0.08)
     assert row["mean_score_ci_items_low"] < expected_mean < row["mean_score_ci_items_high"]
     assert row["mean_score_ci_workers_low"] < expected_mean < row["mean_score_ci_workers_high"]
-    assert row["sign_test_p"] < 1e-10 and row["wilcoxon_items_p"] < 1e-4
+    assert row["sign_test_items_positive"] == 30 and row["sign_test_p"] < 1e-6 and row["wilcoxon_items_p"] < 1e-4
     assert row["workers"] == 60 and row["target_met"] and row["answers"] == 60 * 30 and row["items"] == 30
     assert row["prefer_first_share"] == pytest.approx(0.6, abs=0.03)
 
 
 def test_no_preference_gives_no_significance():
     rng = np.random.default_rng(1)
-    responses = simulate(straightliners=0)
+    responses = simulate(straightliners=0, careless=0)
     flip = rng.random(len(responses)) < 0.5
     real = ~responses["is_catch"]
     responses.loc[real & flip, "score_first_method"] *= -1
@@ -73,4 +73,8 @@ def test_catch_failures_straightliners_and_worker_target():
     assert row["catch_answers"] == 40 and row["catch_failure_rate"] == pytest.approx(3 / 40)
     assert row["workers_failing_catch"] == 3
     assert row["straightliners"] == 2 and workers["straightlining"].sum() == 2
-    assert row["workers"] == 20 and not row["target_met"]
+    # the comparison leaves out the 2 straight-liners and the 3 workers who failed a catch trial
+    assert row["workers_total"] == 20 and row["workers"] == 15 and not row["target_met"]
+    assert row["answers_excluded"] == 5 * 30 and row["answers"] == 15 * 30
+    everyone = summarise(simulate(workers=20, straightliners=2, careless=3), STUDY, exclude_flagged=False)[0]
+    assert everyone.iloc[0]["workers"] == 20 and everyone.iloc[0]["answers"] == 20 * 30

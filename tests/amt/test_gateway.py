@@ -57,7 +57,7 @@ def _expect_launch_start(stubber, balance="10000.00"):
 def _create(ledger, index, hit_id):
     return ("create_hit_with_hit_type", {"HIT": {"HITId": hit_id}}, {
         "HITTypeId": "HITTYPE000000000000000000000001", "MaxAssignments": 3, "LifetimeInSeconds": ANY,
-        "Question": ANY, "RequesterAnnotation": f"test-overall:{index}",
+        "Question": ANY, "RequesterAnnotation": ledger.hits[index]["annotation"],
         "UniqueRequestToken": ledger.hits[index]["unique_request_token"]})
 
 
@@ -93,6 +93,7 @@ def test_crashed_launch_resumes_without_duplicates(study_copy, monkeypatch):
     # an error naming it; the relaunch records that HIT and creates nothing twice
     with Stubber(client) as stubber:
         stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
+        stubber.add_response("list_hits", {"HITs": [], "NumResults": 0}, {"MaxResults": 100})
         stubber.add_client_error("create_hit_with_hit_type", service_error_code="RequestError",
                                  service_message="AWS.MechanicalTurk.HitAlreadyExists: The HIT "
                                                  "HIT1BBBBBBBBBBBBBBBBBBBBBBBBBB already exists for this token",
@@ -102,6 +103,46 @@ def test_crashed_launch_resumes_without_duplicates(study_copy, monkeypatch):
     assert result["created"] == 0
     assert [h["hit_id"] for h in Ledger.load(study_copy).hits] == ["HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA",
                                                                    "HIT1BBBBBBBBBBBBBBBBBBBBBBBBBB"]
+
+
+def test_resume_finds_hits_by_annotation_after_mturk_forgot_the_token(study_copy, monkeypatch):
+    client = _client(monkeypatch)
+    ledger = Ledger.load(study_copy)
+    ledger.data["launches"] = [{"live": False, "hit_type_id": "HITTYPE000000000000000000000001",
+                                "participated_qualification": None}]
+    ledger.hits[0]["hit_id"] = "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"
+    ledger.save()
+    with Stubber(client) as stubber:
+        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
+        stubber.add_response("list_hits", {"HITs": [{"HITId": "OTHERAAAAAAAAAAAAAAAAAAAAAAAAA",
+                                                     "RequesterAnnotation": "another-study:x:1"}],
+                                           "NextToken": "more", "NumResults": 1})
+        stubber.add_response("list_hits", {"HITs": [{"HITId": "HIT1CCCCCCCCCCCCCCCCCCCCCCCCCC",
+                                                     "RequesterAnnotation": ledger.hits[1]["annotation"]}],
+                                           "NumResults": 1}, {"NextToken": "more", "MaxResults": 100})
+        result = Gateway(client, log=lambda *_: None).launch(ledger, URL)
+        stubber.assert_no_pending_responses()  # found, so never created again
+    assert result["created"] == 0 and Ledger.load(study_copy).hits[1]["hit_id"] == "HIT1CCCCCCCCCCCCCCCCCCCCCCCCCC"
+
+
+def test_a_sandbox_study_cannot_go_live_and_rebuilds_get_new_tokens(study_copy, built_study, monkeypatch):
+    from amt.gateway import StudyModeError, study_mode
+
+    ledger = Ledger.load(study_copy)
+    ledger.data["launches"] = [{"live": False, "hit_type_id": "T", "participated_qualification": None}]
+    ledger.data["study"]["budget_usd"] = 50.0
+    ledger.save()
+    with pytest.raises(StudyModeError, match="launched in the sandbox"):
+        Gateway(_client(monkeypatch, live=True), live=True).launch(ledger, URL)
+    with pytest.raises(StudyModeError, match="drop --live"):
+        study_mode(ledger, True)
+    assert study_mode(ledger, False) is False
+    # a rebuild of the same study (same id) into another folder gets other tokens and annotations
+    from amt.build import build_study
+
+    again = build_study(Ledger.load(built_study).study_definition(), study_copy.parent / "rebuilt")
+    assert {h["unique_request_token"] for h in again.hits}.isdisjoint(h["unique_request_token"] for h in ledger.hits)
+    assert {h["annotation"] for h in again.hits}.isdisjoint(h["annotation"] for h in ledger.hits)
 
 
 def test_budget_cap_and_balance_refuse_a_launch(study_copy, monkeypatch):
@@ -180,15 +221,15 @@ def test_collect_approves_holds_records_problems_and_never_duplicates(study_copy
         # and each worker gets the participation qualification once
         stubber.add_response("list_assignments_for_hit", {"Assignments": hit0[:2], "NextToken": "page2",
                                                           "NumResults": 2})
-        stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-GOOD-0", "RequesterFeedback": ANY})
         stubber.add_response(*qualify)  # WORKER1
-        stubber.add_response(*qualify)  # WORKER2, held: failed a catch trial
+        stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-GOOD-0", "RequesterFeedback": ANY})
+        stubber.add_response(*qualify)  # WORKER2, then held: failed a catch trial
         stubber.add_response("list_assignments_for_hit", {"Assignments": hit0[2:], "NumResults": 2},
                              {"HITId": "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", "MaxResults": 100, "NextToken": "page2",
                               "AssignmentStatuses": ["Submitted", "Approved", "Rejected"]})
         stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-TWICE-0", "RequesterFeedback": ANY})
         stubber.add_response("list_assignments_for_hit", {"Assignments": hit1, "NumResults": 2})
-        stubber.add_response(*qualify)  # WORKER3, held: malformed answers
+        stubber.add_response(*qualify)  # WORKER3, then held: malformed answers
         first = collect(client, study_copy, log=lambda *_: None)
         stubber.assert_no_pending_responses()
     responses = pd.read_parquet(study_copy / "responses.parquet")

@@ -36,8 +36,8 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
     with Stubber(client) as stubber:
         stubber.add_response("list_assignments_for_hit", {"Assignments": [
             _assignment("ASSIGN-1", "WORKER1", ledger.hits[0]["hit_id"], _good_answers(ledger, 0))], "NumResults": 1})
-        stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-1", "RequesterFeedback": ANY})
         stubber.add_response("associate_qualification_with_worker", {}, None)
+        stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-1", "RequesterFeedback": ANY})
         for _ in ledger.hits[1:]:
             stubber.add_response("list_assignments_for_hit", {"Assignments": [], "NumResults": 0})
         collected = collect_study(str(study_copy))
@@ -47,6 +47,6 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
     # analysis of a full (simulated) study in the same folder
     simulate().to_parquet(study_copy / "responses.parquet")
     result = analyze_study(str(study_copy))
-    assert result["summary"].iloc[0]["workers"] == 60
+    assert result["summary"].iloc[0]["workers_total"] == 60
     assert (study_copy / "study_summary.png").stat().st_size > 1000
     assert len(pd.read_parquet(study_copy / "worker_patterns.parquet")) == 60

@@ -35,8 +35,28 @@ def test_train_model_end_to_end_and_checkpoint_round_trip(tiny_synthetic, tmp_pa
     assert loaded.config["training"]["loss"] == "multi_similarity"
 
 
+def test_batches_without_two_classes_are_refused():
+    from eml_core import ArgumentError
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    with pytest.raises(ArgumentError, match="fewer than 2 classes"):
+        fit_head(build_head("gap", 4), torch.randn(6, 4, 2, 2), labels, TrainingConfig(images_per_class=4))
+
+
 def test_unknown_loss_is_refused():
     from eml_core import ArgumentError
 
     with pytest.raises(ArgumentError, match="loss"):
         TrainingConfig(loss="contrastive")
+
+
+def test_fine_tuning_trains_the_backbone_too(tiny_synthetic):
+    config = TrainingConfig(epochs=1, embedding_dim=8, input_size=(64, 64), fine_tune=True, batch_size=6,
+                            images_per_class=2, learning_rate=1e-2)
+    from eml_core.models import build_model
+
+    before = build_model("mobilenet_v2", "gap_fc", 8, input_size=(64, 64)).backbone[0][0].weight.clone()
+    model, report = train_model(tiny_synthetic.split("train"), config)
+    assert len(report.loss_history) == 1 and report.train_items == len(tiny_synthetic.split("train"))
+    assert not torch.equal(model.backbone[0][0].weight, before)
+    assert not model.training
