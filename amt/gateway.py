@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from amt.hit_page import html_question
 from eml_core.errors import EmlError
 from amt.ledger import Ledger
-from amt.study import Study, study_from_dict
+from amt.study import Study
 
 SANDBOX_ENDPOINT = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
 LIVE_ENDPOINT = "https://mturk-requester.us-east-1.amazonaws.com"

@@ -23,7 +23,6 @@ from amt.hit_page import lab_html
 from amt.ledger import Ledger
 from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, answer_rows, as_table, merge_responses, read_parquet,
                            responses_lock, write_parquet)
-from amt.study import study_from_dict
 
 STIMULUS = re.compile(r"^/stimuli/([0-9a-f]{32}\.png)$")
 PAGE = re.compile(r"^/p/([A-Za-z0-9_-]{16,64})(?:/hit/(\d+))?/?$")

@@ -10,10 +10,10 @@ the gateway writes after every HIT it creates.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 from pathlib import Path
+
+from eml_core.atomic import write_bytes_atomic
 
 LEDGER_FILE = "ledger.json"
 
@@ -38,13 +38,7 @@ class Ledger:
         return cls(folder, json.loads(path.read_text()))
 
     def save(self) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.folder / LEDGER_FILE
-        with tempfile.NamedTemporaryFile("w", dir=self.folder, prefix=".ledger.", delete=False) as handle:
-            json.dump(self.data, handle, indent=2, sort_keys=True)
-            temporary = handle.name
-        os.replace(temporary, target)
-        return target
+        return write_bytes_atomic(self.folder / LEDGER_FILE, json.dumps(self.data, indent=2, sort_keys=True).encode())
 
     # convenience views
     def study_definition(self):

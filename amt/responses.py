@@ -16,8 +16,6 @@ import contextlib
 import fcntl
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amt.hit_page import ANSWER_VALUES
+from eml_core.atomic import write_bytes_atomic
 from amt.ledger import Ledger
 
 RESPONSES_SCHEMA = pa.schema([
@@ -68,12 +67,7 @@ def as_table(rows, schema: pa.Schema) -> pd.DataFrame:
 def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> Path:
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(as_table(frame, schema), schema=schema, preserve_index=False), buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(buffer.getvalue())
-        temporary = handle.name
-    os.replace(temporary, path)
-    return path
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:

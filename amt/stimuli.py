@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from eml_core.atomic import write_bytes_atomic
 from eml_core.images import load_image
 from eml_core.localization import normalised_at_image_size
 from eml_core.presentation import top_fraction_mask
@@ -76,10 +77,6 @@ def save_stimulus(folder: Path, rgb: np.ndarray) -> str:
         raise RuntimeError("PNG encoding failed")
     data = encoded.tobytes()
     name = hashlib.sha256(data).hexdigest()[:32] + ".png"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    if not target.exists():
-        temporary = folder / f".{name}.part"
-        temporary.write_bytes(data)
-        temporary.replace(target)
+    if not (folder / name).exists():
+        write_bytes_atomic(folder / name, data)
     return name

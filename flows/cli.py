@@ -92,17 +92,14 @@ def _check_point(point, image, argument: str) -> None:
                                       f"pixels (x in [0, {width}), y in [0, {height}))")
 
 
-def _write_atomic(path: Path, writer) -> None:
-    temporary = path.with_name(path.name + ".part")
-    writer(temporary)
-    temporary.replace(path)
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:
-            np.save(handle, array)
-    _write_atomic(path, write)
+    import io
+
+    from eml_core.atomic import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_query=None, point_retrieved=None,
@@ -178,7 +175,9 @@ def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_quer
         "device": str(device),
         "maps": records,
     }
-    _write_atomic(out_dir / "explanation.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    from eml_core.atomic import write_bytes_atomic
+
+    write_bytes_atomic(out_dir / "explanation.json", json.dumps(summary, indent=2).encode())
     return summary
 
 

@@ -57,7 +57,7 @@ def diagnose_models(
 
 
 def diagnosis_markdown(table: pd.DataFrame, location: str) -> str:
-    lines = [f"# Model diagnosis", "", f"Results: `{location}`", "",
+    lines = ["# Model diagnosis", "", f"Results: `{location}`", "",
              "| model | method | R@1 train | R@1 test | train loc. acc. (%) | drop vs reference (points) |",
              "|---|---|---:|---:|---:|---:|"]
     for _, r in table.iterrows():

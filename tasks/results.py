@@ -13,12 +13,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from eml_core.atomic import write_bytes_atomic
 from eml_core.tables import to_arrow
 
 
@@ -59,12 +59,7 @@ class ResultsLocation:
         if self.is_s3:
             self.client.put_object(Bucket=self.bucket, Key=self._key(relative), Body=data)
         else:
-            target = self.root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
-                handle.write(data)
-                temporary = Path(handle.name)
-            os.replace(temporary, target)
+            write_bytes_atomic(self.root / relative, data)
         return self.location_of(relative)
 
     def read_bytes(self, relative: str) -> bytes:

@@ -13,7 +13,7 @@ from amt.collect import collect, parse_answer_xml, reject
 from amt.gateway import (LIVE_ENDPOINT, SANDBOX_ENDPOINT, BudgetError, Gateway, cost_estimate, fee_rate,
                          mturk_client)
 from amt.ledger import Ledger
-from amt.study import StudyError, study_from_dict
+from amt.study import StudyError
 
 URL = lambda name: f"https://eml-stimuli.s3.amazonaws.com/studies/test-overall/{name}"  # noqa: E731
 
