@@ -140,3 +140,19 @@ def test_build_makes_no_aws_call(localization_run, tmp_path, monkeypatch):
                                   methods=["decomposition", "gradcam"], source=str(localization_run), items=2,
                                   items_per_hit=2, catch_trial_rate=0.0)
     assert len(build_study(load_study(definition), tmp_path / "out").items) == 2
+
+
+def test_build_names_run_images_missing_from_the_dataset(localization_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    run = tmp_path / "run"
+    shutil.copytree(localization_run, run)
+    items = pd.read_parquet(run / "localization_items.parquet")
+    items["partner_id"] = "9999"
+    items.to_parquet(run / "localization_items.parquet")
+    definition = write_definition(tmp_path, study_id="stale-run", kind="overall_map",
+                                  methods=["decomposition", "gradcam"], source=str(run), items=2, items_per_hit=2)
+    with pytest.raises(StudyError, match=r"manifest.json: images \['9999'\] of the run are not in dataset"):
+        build_study(load_study(definition), tmp_path / "out")

@@ -86,3 +86,16 @@ def test_accuracy_best_and_maxboxacc_tables():
     boxacc = max_box_accuracy(rows, iou_thresholds=(0.3, 0.7)).set_index(["method", "iou_threshold"])
     assert boxacc.loc[("b", 0.3), "maxboxacc"] == 1.0 and boxacc.loc[("b", 0.7), "maxboxacc"] == 0.5
     assert boxacc.loc[("a", 0.7), "maxboxacc"] == 0.5 and boxacc.loc[("a", 0.3), "best_map_threshold"] == 0.5
+
+
+def test_localize_pairs_with_a_native_size_model_batches_equal_shapes_only(tiny_synthetic):
+    from eml_core.localization import localize_pairs
+    from eml_core.retrieval import same_class_pairs
+    from tests.conftest import tiny_model
+
+    model = tiny_model("gap_fc")
+    model.preprocessing.input_size = None  # every image at its own size (the synthetic ones differ)
+    pairs, _ = same_class_pairs(tiny_synthetic.items, None, mode="random")
+    rows, errors = localize_pairs(model, pairs, methods=("decomposition",), thresholds=(0.5,), batch_size=8)
+    assert not errors
+    assert len(rows) == len(pairs)

@@ -166,3 +166,14 @@ def test_batchnorm_in_training_mode_is_refused_by_closed_form():
     head = build_head("gap_bn", 3).train()
     with pytest.raises(UnsupportedHeadError, match="training mode"):
         position_embeddings(head, torch.randn(2, 3, 2, 2), "closed_form")
+
+
+def test_activation_between_pooling_and_flatten_has_a_closed_form():
+    torch.manual_seed(2)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.PReLU(6, init=0.1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    feature_map = torch.randn(4, 6, 3, 3)
+    closed = position_embeddings(head, feature_map, "closed_form")
+    taylor = position_embeddings(head, feature_map, "autograd")
+    assert closed.features.shape == (4, 9, 3)
+    assert torch.allclose(closed.features, taylor.features, atol=1e-6)
+    assert torch.allclose(closed.features.sum(1) + closed.bias, head(feature_map), atol=1e-6)
