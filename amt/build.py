@@ -46,9 +46,7 @@ def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
 
 def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
     from eml_core.datasets import dataset_from_spec
-    from eml_core.decomposition import explain_pair
-    from eml_core.images import load_image
-    from eml_core.localization import METHODS, method_maps
+    from eml_core.localization import METHODS, pair_maps
     from eml_core.models import model_from_spec
 
     run = Path(study.source)
@@ -79,9 +77,7 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     items = []
     for row in chosen.itertuples():
         query, partner = by_id[row.image_id], by_id[row.partner_id]
-        q = model.preprocessing(load_image(query.path).pixels)
-        r = model.preprocessing(load_image(partner.path).pixels)
-        maps = method_maps(explain_pair(model, q, r), study.methods)
+        maps = pair_maps(model, query.path, partner.path, study.methods)
         method_a, method_b = _assign_sides(rng, study)
         files = {side: save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, maps[m]["query"][0],
                                                                    maps[m]["retrieved"][0], study.highlight_fraction))

@@ -147,6 +147,16 @@ def method_maps(explanation, methods=METHODS) -> dict[str, dict[str, torch.Tenso
     return maps
 
 
+def pair_maps(model, query_path: str, retrieved_path: str, methods=METHODS, device: str = "cpu"):
+    """Raw overall maps ``{method: {side: (1, h, w)}}`` of one pair of image files."""
+    from eml_core.decomposition import explain_pair
+    from eml_core.images import load_image
+
+    q = model.preprocessing(load_image(query_path).pixels).to(device)
+    r = model.preprocessing(load_image(retrieved_path).pixels).to(device)
+    return method_maps(explain_pair(model, q, r), methods)
+
+
 def localize_pairs(model, pairs, methods=METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,
                    batch_size: int = 16, device: str = "cpu", stage: str = "localize", sides=("query",)):
     """Sweep every method's map of the ``sides`` of every pair; returns ``(rows, errors)``.

@@ -112,6 +112,19 @@ class EmbeddingModel(nn.Module):
             )
 
 
+def resolve_device(device: str, argument: str = "device") -> str:
+    """``auto`` -> CUDA when available, else CPU; anything else must be a torch device this machine has."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ArgumentError(argument, f"expected cpu, cuda, cuda:N or auto, got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(argument, f"{device!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
 @contextlib.contextmanager
 def inference_mode_of(*modules: nn.Module) -> Iterator[None]:
     """Put modules in eval mode for the block and restore each submodule's flag afterwards.

@@ -70,18 +70,6 @@ def _parse_input_size(text: str | None):
     return height, width
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise ArgumentError("--device", f"expected cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ArgumentError("--device", f"{device!r} asked for, but CUDA is not available on this machine")
-    return device
-
-
 def _check_point(point, image, argument: str) -> None:
     if point is None:
         return
@@ -108,6 +96,7 @@ def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_quer
     """``eml explain``: every map as .npy (raw, feature resolution) and overlay .png, plus explanation.json."""
     from eml_core import explain_pair, load_image, model_from_spec
     from eml_core.heads import head_needs_feature_size
+    from eml_core.models import resolve_device
     from eml_core.models import check_finite_parameters
     from eml_core.presentation import overlay, present, save_png
 
@@ -122,7 +111,7 @@ def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_quer
             raise ArgumentError("--input-size", f"model {model_spec} has a flatten head tied to its input size "
                                                 f"{model.preprocessing.input_size}")
         model.preprocessing.input_size = input_size
-    device = _resolve_device(device)
+    device = resolve_device(device, "--device")
     model = model.to(device)
     images = {"query": query_image, "retrieved": retrieved_image}
     inputs = {side: model.preprocessing(image.pixels) for side, image in images.items()}
@@ -243,10 +232,7 @@ def run_study_command(args) -> None:
         except KeyboardInterrupt:
             server.stop()
     elif args.study_command == "expire":
-        from amt.ledger import Ledger
-
         gateway = Gateway(mturk_client(args.live), live=args.live)
-        ledger = Ledger.load(args.folder)
         print(f"expired {gateway.expire(ledger)} HITs")
         if args.delete:
             print(f"deleted {gateway.delete(ledger)} HITs")

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from eml_core.datasets import Dataset, ErrorRecord, Item, dataset_from_spec
 from eml_core.errors import EmlError
 from eml_core.localization import FINE_THRESHOLDS, METHODS, localize_pairs
-from eml_core.models import model_from_spec
+from eml_core.models import model_from_spec, resolve_device
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.provenance import code_version, content_key, model_fingerprint
 from tasks.results import ResultsLocation
@@ -56,12 +56,6 @@ class LocalizationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 @lru_cache(maxsize=4)

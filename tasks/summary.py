@@ -9,14 +9,13 @@ import pandas as pd
 import torch
 
 from eml_core.datasets import Dataset, ErrorRecord
-from eml_core.decomposition import explain_pair
 from eml_core.errors import EmlError
-from eml_core.images import load_image
-from eml_core.localization import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy, method_maps
+from eml_core.localization import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy, pair_maps
+from eml_core.models import resolve_device
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
 from eml_core.tables import frame
 from tasks.figures import accuracy_plot, example_panel, png_bytes
-from tasks.localization import LocalizationConfig, cached_model, read_embeddings, resolve_device
+from tasks.localization import LocalizationConfig, cached_model, read_embeddings
 from tasks.provenance import code_version, git_commit, model_fingerprint, versions
 from tasks.results import ResultsLocation
 
@@ -102,9 +101,7 @@ def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -
     rows = []
     for pair in pairs:
         try:
-            q = model.preprocessing(load_image(pair.query.path).pixels).to(device)
-            r = model.preprocessing(load_image(pair.retrieved.path).pixels).to(device)
-            maps = method_maps(explain_pair(model, q, r), config.methods)
+            maps = pair_maps(model, pair.query.path, pair.retrieved.path, config.methods, device)
         except (EmlError, RuntimeError):  # such pairs are already in the errors table; show the others
             continue
         rows.append(example_panel(pair.query, {m: maps[m]["query"][0] for m in config.methods}, thresholds))

@@ -9,11 +9,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from eml_core.datasets import Dataset
-from eml_core.models import save_model
+from eml_core.models import resolve_device, save_model
 from eml_core.retrieval import RECALL_KS, embed_items, recall_at_k
 from eml_core.tables import frame
 from eml_core.training import TrainingConfig, train_model
-from tasks.localization import resolve_device
 from tasks.provenance import code_version, git_commit, versions
 
 
