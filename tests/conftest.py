@@ -122,3 +122,11 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Counts of the hostile-input and fault suites by entry point (issue 7), when any ran."""
+    from tests.hostile import harness
+
+    if harness.records():
+        terminalreporter.write_line(harness.write_report())
