@@ -73,7 +73,7 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     if missing:
         raise StudyError(f"{manifest_path}: images {missing[:5]} of the run are not in dataset {dataset_spec} "
                          f"(moved or changed since the run?)")
-    model = model_from_spec(checkpoint)
+    model = model_from_spec(checkpoint, from_file=str(manifest_path))  # the manifest is data: no factory it names runs unless trusted
     items = []
     for row in chosen.itertuples():
         query, partner = by_id[row.image_id], by_id[row.partner_id]

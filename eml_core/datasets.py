@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
+import os
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from eml_core.errors import EmlError
+from eml_core.errors import EmlError, ImageError
+from eml_core.images import check_pixel_count
 
 ERROR_COLUMNS = ("stage", "item", "file", "line", "problem", "severity")
 
@@ -92,40 +97,73 @@ class Dataset:
         return digest.hexdigest()
 
 
+def _text_lines(path: Path, stage: str, errors: list[ErrorRecord]):
+    """``(line number, text)`` of a text file's non-blank lines; a line that is not UTF-8 is an error row, not
+    a silently mangled id."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                errors.append(ErrorRecord(stage, None, str(path), number,
+                                          f"line is not valid UTF-8 ({error.reason} at byte {error.start}): "
+                                          f"{raw[:60]!r}; line ignored"))
+                continue
+            if line.strip():
+                yield number, line
+
+
 def _read_table(path: Path, columns: int, stage: str, errors: list[ErrorRecord],
                 parse) -> dict[str, tuple]:
-    """Read a whitespace-separated annotation file into {id: parsed values}; bad lines become errors."""
-    rows: dict[str, tuple] = {}
+    """Read a whitespace-separated annotation file into {id: parsed values} (with each id's line in
+    ``.lines``); bad, duplicate and non-UTF-8 lines become error rows."""
+    rows = _Rows()
     if not path.is_file():
         errors.append(ErrorRecord(stage, None, str(path), None, "annotation file is missing"))
         return rows
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.split(maxsplit=columns - 1) if columns == 2 else line.split()
-            if len(fields) != columns:
-                errors.append(ErrorRecord(stage, fields[0] if fields else None, str(path), number,
-                                          f"expected {columns} fields, found {len(fields)}: {line.strip()[:80]!r}"))
-                continue
-            try:
-                values = parse(fields[1:])
-            except ValueError:
-                errors.append(ErrorRecord(stage, fields[0], str(path), number,
-                                          f"cannot parse {line.strip()[:80]!r}"))
-                continue
-            if fields[0] in rows:
-                errors.append(ErrorRecord(stage, fields[0], str(path), number, "duplicate id (first kept)",
-                                          "warning"))
-                continue
-            rows[fields[0]] = values
+    for number, line in _text_lines(path, stage, errors):
+        fields = line.split(maxsplit=columns - 1) if columns == 2 else line.split()
+        if len(fields) != columns:
+            errors.append(ErrorRecord(stage, fields[0] if fields else None, str(path), number,
+                                      f"expected {columns} fields, found {len(fields)}: {line.strip()[:80]!r}"))
+            continue
+        try:
+            values = parse(fields[1:])
+        except ValueError:
+            errors.append(ErrorRecord(stage, fields[0], str(path), number, f"cannot parse {line.strip()[:80]!r}"))
+            continue
+        if fields[0] in rows:
+            errors.append(ErrorRecord(stage, fields[0], str(path), number,
+                                      f"duplicate id (first kept, line {rows.lines[fields[0]]})", "warning"))
+            continue
+        rows[fields[0]] = values
+        rows.lines[fields[0]] = number
     return rows
 
 
+class _Rows(dict):
+    """``{id: values}`` that also remembers each id's line (``.lines``) for error rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: dict[str, int] = {}
+
+
+def _report_orphans(table: dict, known: dict, path: Path, stage: str, errors: list[ErrorRecord]) -> None:
+    """Annotation lines for ids that the index does not list: ignored, but never silently."""
+    for image_id in table:
+        if image_id not in known:
+            errors.append(ErrorRecord(stage, image_id, str(path), table.lines.get(image_id),
+                                      "annotation for an id that images.txt does not list: ignored", "warning"))
+
+
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
-    with Image.open(path) as image:
-        width, height = image.size
+    """(height, width) from the file header, without decoding the pixels; refuses decompression bombs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            width, height = image.size
+    check_pixel_count(path, width, height)
     return height, width
 
 
@@ -164,7 +202,11 @@ def _checked_image(path: Path, stage: str, image_id: str, errors: list[ErrorReco
         return None
     try:
         return image_size(path)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except ImageError as error:
+        errors.append(ErrorRecord(stage, image_id, str(path), line, f"{error.problem}{where}"))
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:
         errors.append(ErrorRecord(stage, image_id, str(path), line, f"not a readable image ({error}){where}"))
         return None
 
@@ -189,32 +231,44 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     labels = _read_table(root / "image_class_labels.txt", 2, stage, errors, lambda f: (int(f[0]),))
     splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
     names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
-    box_lines = _line_numbers(root / "bounding_boxes.txt")
-    index_lines = _line_numbers(index)
+    for table, name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
+                        (splits, "train_test_split.txt")):
+        _report_orphans(table, paths, root / name, stage, errors)
     # ids whose annotation line was already reported as unparseable: report each problem once
     already_reported = {e.item for e in errors}
 
     items = []
+    seen_paths: dict[str, str] = {}
     for image_id, (relative,) in paths.items():
+        if relative in seen_paths:
+            errors.append(ErrorRecord(stage, image_id, str(index), paths.lines.get(image_id),
+                                      f"image {relative} is listed again (first as id {seen_paths[relative]}); "
+                                      f"left out so that it is never paired with itself"))
+            continue
+        seen_paths[relative] = image_id
         missing = [what for what, table in (("class label", labels), ("train/test split", splits))
                    if image_id not in table]
         if missing:
-            errors.append(ErrorRecord(stage, image_id, str(index), None,
+            errors.append(ErrorRecord(stage, image_id, str(index), paths.lines.get(image_id),
                                       f"image {relative}: no {' and no '.join(missing)} annotation"))
             continue
         split_flag = splits[image_id][0]
         if split_flag not in (0, 1):
-            errors.append(ErrorRecord(stage, image_id, str(root / "train_test_split.txt"), None,
+            errors.append(ErrorRecord(stage, image_id, str(root / "train_test_split.txt"), splits.lines.get(image_id),
                                       f"is_train must be 0 or 1, got {split_flag}"))
             continue
         path = root / "images" / relative
-        size = _checked_image(path, stage, image_id, errors, str(index), index_lines.get(image_id))
+        if not _inside(path, root / "images"):
+            errors.append(ErrorRecord(stage, image_id, str(index), paths.lines.get(image_id),
+                                      f"image path {relative!r} leaves the images folder; left out"))
+            continue
+        size = _checked_image(path, stage, image_id, errors, str(index), paths.lines.get(image_id))
         if size is None:
             continue
         box = None
         if image_id in boxes:
             box = check_box(boxes[image_id], size, stage, image_id, str(root / "bounding_boxes.txt"),
-                            box_lines.get(image_id), errors)
+                            boxes.lines.get(image_id), errors)
             if box is None:
                 continue
         elif (root / "bounding_boxes.txt").is_file():
@@ -229,23 +283,28 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     return Dataset(name, str(root), items, errors, class_names)
 
 
-def _line_numbers(path: Path) -> dict[str, int]:
-    if not path.is_file():
-        return {}
-    numbers = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if fields:
-                numbers.setdefault(fields[0], number)
-    return numbers
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` stays within ``folder`` once ``..`` and absolute parts are taken literally.
+
+    An annotation file must not pull in images from elsewhere on the disk
+    (study stimuli made from them may be published). The check is lexical:
+    symbolic links the user put inside the dataset are their own arrangement.
+    """
+    return os.path.normpath(path).startswith(os.path.normpath(folder) + os.sep)
 
 
 FOLDER_COLUMNS = ("image", "label", "split", "x", "y", "width", "height")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv module (and an editor) counts as the end of a line
 
 
 def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str = "folder") -> Dataset:
-    """Load an image folder described by a CSV (columns :data:`FOLDER_COLUMNS`)."""
+    """Load an image folder described by a CSV (columns :data:`FOLDER_COLUMNS`).
+
+    Errors name the CSV's *physical* line where the record starts (blank lines
+    and quoted multi-line fields counted), so the line number matches an editor.
+    A row with fewer or more fields than the header, an image listed twice
+    (the first is kept) and a non-UTF-8 file are reported, never guessed at.
+    """
     root = Path(root)
     csv_path = Path(csv_path) if csv_path else root / "annotations.csv"
     if not csv_path.is_file():
@@ -253,34 +312,78 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     stage = "load_dataset"
     errors: list[ErrorRecord] = []
     items = []
-    with open(csv_path, newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("image", "label", "split") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}")
-        for number, row in enumerate(reader, start=2):
-            image_id = str(number - 1)
-            try:
-                label = int(row["label"])
-                split = row["split"].strip()
-                if split not in ("train", "test"):
-                    raise ValueError(f"split must be train or test, got {split!r}")
-                box_fields = [row.get(c, "") or "" for c in ("x", "y", "width", "height")]
-                box_xywh = tuple(float(v) for v in box_fields) if all(v.strip() for v in box_fields) else None
-            except (ValueError, TypeError, AttributeError) as error:
-                errors.append(ErrorRecord(stage, image_id, str(csv_path), number, f"malformed row: {error}"))
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = csv_path.read_bytes()[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); save the CSV as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DatasetError(f"{csv_path}: empty file (expected a header with {', '.join(FOLDER_COLUMNS)})") from None
+    except csv.Error as error:
+        raise DatasetError(f"{csv_path}: unreadable header ({error})") from None
+    missing = [c for c in ("image", "label", "split") if c not in header]
+    if missing:
+        raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}")
+    seen_images: dict[str, int] = {}
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            errors.append(ErrorRecord(stage, None, str(csv_path), reader.line_num, f"unreadable CSV record ({error})"))
+            continue
+        # the record's first physical line: the lines it spans end at reader.line_num
+        number = reader.line_num - sum(len(LINE_BREAK.findall(field)) for field in fields)
+        if not fields or not any(field.strip() for field in fields):
+            continue
+        image_id = str(number)
+        if len(fields) != len(header):
+            errors.append(ErrorRecord(stage, image_id, str(csv_path), number,
+                                      f"row has {len(fields)} fields, the header has {len(header)}: "
+                                      f"{','.join(fields)[:80]!r}"))
+            continue
+        row = dict(zip(header, fields))
+        try:
+            label = int(row["label"])
+            split = row["split"].strip()
+            if split not in ("train", "test"):
+                raise ValueError(f"split must be train or test, got {split!r}")
+            box_fields = [row.get(c, "") or "" for c in ("x", "y", "width", "height")]
+            filled = [v.strip() != "" for v in box_fields]
+            if any(filled) and not all(filled):
+                raise ValueError("box needs all of x, y, width, height (or none of them)")
+            box_xywh = tuple(float(v) for v in box_fields) if all(filled) else None
+        except (ValueError, TypeError, AttributeError) as error:
+            errors.append(ErrorRecord(stage, image_id, str(csv_path), number, f"malformed row: {error}"))
+            continue
+        relative = (row["image"] or "").strip()
+        if not relative:
+            errors.append(ErrorRecord(stage, image_id, str(csv_path), number, "malformed row: empty image path"))
+            continue
+        if relative in seen_images:
+            errors.append(ErrorRecord(stage, image_id, str(csv_path), number,
+                                      f"image {relative} is listed again (first on line {seen_images[relative]}); "
+                                      f"left out so that it is never paired with itself"))
+            continue
+        seen_images[relative] = number
+        path = root / relative
+        if not _inside(path, root):
+            errors.append(ErrorRecord(stage, image_id, str(csv_path), number,
+                                      f"image path {relative!r} leaves the dataset folder; left out"))
+            continue
+        size = _checked_image(path, stage, image_id, errors, str(csv_path), number)
+        if size is None:
+            continue
+        box = None
+        if box_xywh is not None:
+            box = check_box(box_xywh, size, stage, image_id, str(csv_path), number, errors)
+            if box is None:
                 continue
-            relative = (row["image"] or "").strip()
-            path = root / relative
-            size = _checked_image(path, stage, image_id, errors, str(csv_path), number)
-            if size is None:
-                continue
-            box = None
-            if box_xywh is not None:
-                box = check_box(box_xywh, size, stage, image_id, str(csv_path), number, errors)
-                if box is None:
-                    continue
-            items.append(Item(image_id, str(path), relative, label, split, box, size))
+        items.append(Item(image_id, str(path), relative, label, split, box, size))
     return Dataset(name, str(root), items, errors)
 
 

@@ -12,6 +12,7 @@ Conversions are explicit and recorded rather than silent:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,30 @@ from PIL import Image, UnidentifiedImageError
 from eml_core.errors import ImageError
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+MAX_PIXELS_VARIABLE = "EML_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000: 600 MB as a float tensor; datasets and panoramas are far smaller
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) eml decodes: ``EML_MAX_IMAGE_PIXELS`` or 50 million.
+
+    A hostile file can declare 20000 x 20000 pixels in a few hundred bytes
+    (a decompression bomb); the header is checked against this limit before
+    anything is decoded.
+    """
+    try:
+        return max(1, int(os.environ.get(MAX_PIXELS_VARIABLE, DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def check_pixel_count(path: object, width: int, height: int) -> None:
+    """Refuse an image whose header declares more pixels than :func:`max_image_pixels` (before decoding)."""
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise ImageError(path, f"image declares {width}x{height} = {width * height:,} pixels, over the limit of "
+                               f"{limit:,} ({MAX_PIXELS_VARIABLE}); refusing to decode it (possible decompression bomb)")
 
 
 @dataclass(frozen=True)
@@ -56,16 +81,21 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     if not path.is_file():
         raise ImageError(path, "is not a file")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later inside torch
-            mode = image.mode
-            array, dropped_alpha = _to_rgb_array(image, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_pixel_count(path, *image.size)
+                image.load()  # decode now: a truncated file fails here, not later inside torch
+                mode = image.mode
+                array, dropped_alpha = _to_rgb_array(image, path)
     except UnidentifiedImageError:
         raise ImageError(path, "not a readable image (unknown or corrupt format)") from None
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(path, f"truncated or corrupt image data ({error})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(path, f"refusing to decode a possible decompression bomb ({error})") from None
+    except (OSError, SyntaxError, ValueError, MemoryError, EOFError) as error:
+        raise ImageError(path, f"truncated or corrupt image data ({type(error).__name__}: {error})") from None
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(path, "image has zero width or height")
     pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()

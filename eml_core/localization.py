@@ -204,16 +204,32 @@ def localize_pairs(model, pairs, methods=METHODS, thresholds=FINE_THRESHOLDS, co
                 for i in group:
                     errors.append(ErrorRecord(stage, chunk[i].pair_id, None, None, f"explanation failed: {error}"))
                 continue
-            rows.extend(_sweep_rows([chunk[i] for i in group], maps, methods, thresholds, connectivity, sides))
+            rows.extend(_sweep_rows([chunk[i] for i in group], maps, methods, thresholds, connectivity, sides,
+                                    min_side=model.stride or 1, stage=stage, errors=errors))
     return rows, errors
 
 
-def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides) -> list[dict]:
-    """``localization_items`` rows of a batch of explained pairs."""
+def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side: int = 1, stage: str = "localize",
+                errors: list | None = None) -> list[dict]:
+    """``localization_items`` rows of a batch of explained pairs.
+
+    An image smaller than one feature cell (``min_side``, the backbone's stride)
+    is not scored: its map has a single value, so every box covers the whole
+    image and would count as correct at every threshold. It gets an error row.
+    """
+    from eml_core.datasets import ErrorRecord
+
     rows = []
     for row_index, pair in enumerate(pairs):
         for side, item, partner in (("query", pair.query, pair.retrieved), ("retrieved", pair.retrieved, pair.query)):
             if side not in sides:
+                continue
+            if min(item.size) < min_side:
+                if errors is not None:
+                    errors.append(ErrorRecord(stage, item.image_id, item.path, None,
+                                              f"image is {item.size[1]}x{item.size[0]} pixels, smaller than one "
+                                              f"feature cell ({min_side} px): any box covers it, so it is not "
+                                              f"localized ({side} of pair {pair.pair_id})"))
                 continue
             for method in methods:
                 normalised, flagged = normalised_at_image_size(maps[method][side][row_index], item.size)

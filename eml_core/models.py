@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,15 +115,21 @@ class EmbeddingModel(nn.Module):
 
 
 def resolve_device(device: str, argument: str = "device") -> str:
-    """``auto`` -> CUDA when available, else CPU; anything else must be a torch device this machine has."""
+    """``auto`` -> CUDA when available, else CPU; else ``cpu``, ``cuda`` or ``cuda:N`` that this machine has."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        parsed = torch.device(device)
+        parsed = torch.device(device) if isinstance(device, str) else None
     except RuntimeError:
-        raise ArgumentError(argument, f"expected cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ArgumentError(argument, f"{device!r} asked for, but CUDA is not available on this machine")
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ArgumentError(argument, f"expected cpu, cuda, cuda:N or auto, got {device!r}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ArgumentError(argument, f"{device!r} asked for, but CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ArgumentError(argument, f"{device!r} asked for, but this machine has "
+                                          f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -266,36 +274,158 @@ def save_model(model: EmbeddingModel, path: str | Path, extra: dict | None = Non
     return write_bytes_atomic(path, buffer.getvalue())
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> EmbeddingModel:
-    """Rebuild a model saved by :func:`save_model` (weights-only unpickling, no code runs)."""
-    path = Path(path)
+TRUSTED_FACTORIES_VARIABLE = "EML_TRUSTED_FACTORIES"
+
+# Limits on what a checkpoint's config may ask for: a hostile file must not make us allocate terabytes.
+MAX_EMBEDDING_DIM = 65_536
+MAX_INPUT_SIDE = 16_384
+SCALAR_TYPES = (bool, int, float, str, type(None))
+
+
+def trusted_factories() -> set[str]:
+    """Model factories the user trusts to be named by a file (``EML_TRUSTED_FACTORIES``, comma-separated).
+
+    A checkpoint or a results manifest is data: it may *name* a factory, but the
+    factory runs only when the caller passes the same name (``load_model(...,
+    factory=...)``, ``eml ... --model-factory``) or lists it here.
+    """
+    return {name.strip() for name in os.environ.get(TRUSTED_FACTORIES_VARIABLE, "").split(",") if name.strip()}
+
+
+def trust_factory(factory: str) -> None:
+    """Add a factory to :func:`trusted_factories` for this process and the processes it starts (flow workers)."""
+    names = trusted_factories() | {factory}
+    os.environ[TRUSTED_FACTORIES_VARIABLE] = ",".join(sorted(names))
+
+
+def _check_factory_allowed(factory: object, source: str, passed: str | None) -> str:
+    if not isinstance(factory, str):
+        raise ModelError(f"{source}: model factory must be a string, got {type(factory).__name__}")
+    if passed is not None and passed != factory:
+        raise ModelError(f"{source}: the checkpoint was saved from factory {factory!r}, not {passed!r}")
+    if passed is None and factory not in trusted_factories():
+        raise ModelError(
+            f"{source}: names the model factory {factory!r}; a file never chooses code to run. If you trust that "
+            f"code, pass the same factory (CLI: --model-factory {factory}) or list it in {TRUSTED_FACTORIES_VARIABLE}")
+    return factory
+
+
+def _scalar_kwargs(kwargs: object, source: str) -> dict:
+    """Factory arguments stored in a file: a mapping of names to JSON scalars (no objects, no nesting)."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise ModelError(f"{source}: factory_kwargs must map argument names to values")
+    bad = [k for k, v in kwargs.items() if not isinstance(v, SCALAR_TYPES)]
+    if bad:
+        raise ModelError(f"{source}: factory_kwargs {bad} are not plain numbers, strings or booleans")
+    return dict(kwargs)
+
+
+def _bounded_int(value: object, name: str, source: str, low: int, high: int, optional: bool = True) -> int | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ModelError(f"{source}: config field {name!r} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _builtin_from_config(config: dict, source: str) -> "EmbeddingModel":
+    """Rebuild a ``build_model`` network from a checkpoint's config, every field checked first."""
+    backbone, head = config.get("backbone"), config.get("head")
+    if backbone not in BACKBONES:
+        raise ModelError(f"{source}: config names unknown backbone {backbone!r}")
+    if head not in HEAD_KINDS:
+        raise ModelError(f"{source}: config names unknown head {head!r}")
+    size = config.get("input_size")
+    if size is not None:
+        if not (isinstance(size, (list, tuple)) and len(size) == 2):
+            raise ModelError(f"{source}: config field 'input_size' must be [height, width] or null, got {size!r}")
+        size = tuple(_bounded_int(v, "input_size", source, 1, MAX_INPUT_SIDE, optional=False) for v in size)
+    return build_model(
+        backbone, head, _bounded_int(config.get("embedding_dim"), "embedding_dim", source, 1, MAX_EMBEDDING_DIM),
+        pretrained=False, input_size=size,
+        hidden_dim=_bounded_int(config.get("hidden_dim"), "hidden_dim", source, 1, MAX_EMBEDDING_DIM),
+        seed=_bounded_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1, optional=False),
+    )
+
+
+def _preprocessing_from_payload(saved: object, source: str) -> "Preprocessing":
+    if not isinstance(saved, dict) or not set(saved) <= set(Preprocessing.__dataclass_fields__):
+        raise ModelError(f"{source}: 'preprocessing' must be a mapping of {', '.join(Preprocessing.__dataclass_fields__)}")
+    try:
+        size = saved.get("input_size")
+        if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
+                                 or not all(isinstance(v, int) and 0 < v <= MAX_INPUT_SIDE for v in size)):
+            raise ValueError(f"input_size must be [height, width] of at most {MAX_INPUT_SIDE}, got {size!r}")
+        preprocessing = Preprocessing(**saved)
+        values = (*preprocessing.mean, *preprocessing.std, float(preprocessing.scale))
+        if len(preprocessing.mean) != 3 or len(preprocessing.std) != 3 or not all(math.isfinite(v) for v in values) \
+                or min(preprocessing.std) <= 0:
+            raise ValueError("mean and std need 3 finite values each, std > 0, and a finite scale")
+    except (ArgumentError, TypeError, ValueError) as error:
+        raise ModelError(f"{source}: invalid 'preprocessing' ({error})") from None
+    return preprocessing
+
+
+def _read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
+    """The checkpoint's payload, weights-only; every malformed file is one ModelError naming it."""
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-        raise ModelError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        if mmap:  # an older (non-zip) serialisation cannot be memory-mapped: read it whole
+            return _read_checkpoint(path, map_location)
+        raise ModelError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not an eml checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    config = payload["config"]
-    if config.get("kind") == "builtin":
-        input_size = tuple(config["input_size"]) if config.get("input_size") else None
-        model = build_model(
-            config["backbone"], config["head"], config.get("embedding_dim"), pretrained=False,
-            input_size=input_size, hidden_dim=config.get("hidden_dim"), seed=config.get("seed", 0),
-        )
-    elif config.get("kind") == "factory":
-        model = model_from_factory(config["factory"], **config.get("factory_kwargs", {}))
+    if not isinstance(payload.get("config"), dict):
+        raise ModelError(f"{path}: checkpoint 'config' must be a mapping")
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ModelError(f"{path}: checkpoint 'state_dict' must map parameter names to tensors")
+    kind = payload["config"].get("kind")
+    if kind not in ("builtin", "factory"):
+        raise ModelError(f"{path}: unknown model kind {kind!r} in checkpoint config")
+    return payload
+
+
+def check_checkpoint(path: str | Path, factory: str | None = None) -> None:
+    """What :func:`load_model` checks before building anything (format, kind, factory trust), memory-mapped:
+    cheap enough to run on the command line before a flow starts."""
+    payload = _read_checkpoint(Path(path), "cpu", mmap=True)
+    if payload["config"]["kind"] == "factory":
+        _check_factory_allowed(payload["config"].get("factory"), str(path), factory)
+        _scalar_kwargs(payload["config"].get("factory_kwargs"), str(path))
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", factory: str | None = None) -> EmbeddingModel:
+    """Rebuild a model saved by :func:`save_model`.
+
+    The file is data, never code: tensors are read with weights-only unpickling,
+    every config field is checked, and a checkpoint saved from a user factory is
+    rebuilt only when the caller passes that same ``factory`` (or lists it in
+    ``EML_TRUSTED_FACTORIES``); its stored arguments may only be plain scalars.
+    """
+    path = Path(path)
+    source = str(path)
+    payload = _read_checkpoint(path, map_location)
+    config, state_dict = payload["config"], payload["state_dict"]
+    if config["kind"] == "builtin":
+        model = _builtin_from_config(config, source)
     else:
-        raise ModelError(f"{path}: unknown model kind {config.get('kind')!r} in checkpoint config")
+        name = _check_factory_allowed(config.get("factory"), source, factory)
+        model = model_from_factory(name, **_scalar_kwargs(config.get("factory_kwargs"), source))
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as error:
-        raise ModelError(f"{path}: weights do not fit the model its config describes ({error})") from None
+        raise ModelError(f"{path}: weights do not fit the model its config describes ({str(error)[:300]})") from None
     model.config = {**model.config, **config}  # keep what the saver recorded (training recipe, ...)
     if payload.get("preprocessing"):
-        model.preprocessing = Preprocessing(**payload["preprocessing"])
-    model.stride = payload.get("stride", model.stride)
+        model.preprocessing = _preprocessing_from_payload(payload["preprocessing"], source)
+    stride = payload.get("stride", model.stride)
+    model.stride = _bounded_int(stride, "stride", source, 1, MAX_INPUT_SIDE)
     check_finite_parameters(model, str(path))
     return model.eval()
 
@@ -310,9 +440,12 @@ def model_from_factory(factory: str, **kwargs) -> EmbeddingModel:
     except ImportError as error:
         raise ModelError(f"model factory {factory!r}: cannot import {module_name!r} ({error})") from None
     function = getattr(module, function_name, None)
-    if function is None:
-        raise ModelError(f"model factory {factory!r}: {module_name!r} has no attribute {function_name!r}")
-    built = function(**kwargs)
+    if function is None or not callable(function):
+        raise ModelError(f"model factory {factory!r}: {module_name!r} has no function {function_name!r}")
+    try:
+        built = function(**kwargs)
+    except TypeError as error:  # arguments that do not fit the factory's signature
+        raise ModelError(f"model factory {factory!r}: cannot call it with {sorted(kwargs)} ({error})") from None
     if isinstance(built, EmbeddingModel):
         model = built
     elif isinstance(built, tuple) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built):
@@ -325,18 +458,59 @@ def model_from_factory(factory: str, **kwargs) -> EmbeddingModel:
     return model.eval()
 
 
-def model_from_spec(spec: str, pretrained: bool = True, allow_random_init: bool = False) -> EmbeddingModel:
+def model_from_spec(spec: str, pretrained: bool = True, allow_random_init: bool = False,
+                    factory: str | None = None, from_file: str | None = None) -> EmbeddingModel:
     """Resolve a model spec: ``backbone:head`` (e.g. ``mobilenet_v2:gap_fc``), a checkpoint
-    path, or ``package.module:factory``."""
+    path, or ``package.module:factory``.
+
+    ``factory`` is the caller's factory for a checkpoint saved from one. When the
+    spec itself was read from a file (``from_file`` names it, e.g. a results
+    manifest), a ``package.module:factory`` spec runs only if it is in
+    :func:`trusted_factories`: a file never chooses code to run.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"model spec {spec!r}: expected a non-empty string")
     left, sep, right = spec.partition(":")
     if sep and left in BACKBONES:
         return build_model(left, right, pretrained=pretrained, allow_random_init=allow_random_init)
     if Path(spec).is_file():
-        return load_model(spec)
+        return load_model(spec, factory=factory)
     if sep and right in HEAD_KINDS:
         raise ModelError(f"model spec {spec!r}: unknown backbone {left!r}; choose one of {', '.join(BACKBONES)}")
-    if sep and "/" not in left and right.isidentifier():
+    if is_factory_spec(spec):
+        if from_file is not None:
+            _check_factory_allowed(spec, f"{from_file}: model spec", None)
         return model_from_factory(spec)
+    raise ModelError(
+        f"model spec {spec!r}: expected 'backbone:head' (backbones: {', '.join(BACKBONES)}; heads: "
+        f"{', '.join(HEAD_KINDS)}), an existing checkpoint file, or 'package.module:factory'"
+    )
+
+
+def is_factory_spec(spec: str) -> bool:
+    """``package.module:function`` (dotted identifiers, one colon), not a path."""
+    module_name, sep, function = spec.partition(":")
+    return bool(sep) and function.isidentifier() and all(part.isidentifier() for part in module_name.split("."))
+
+
+def check_model_spec(spec: str, factory: str | None = None) -> None:
+    """Cheap checks of a spec before a flow starts: names, file existence, factory trust. Builds nothing."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"model spec {spec!r}: expected a non-empty string")
+    left, sep, right = spec.partition(":")
+    if sep and left in BACKBONES:
+        if right not in HEAD_KINDS:
+            raise ArgumentError("head", f"unknown head {right!r}; choose one of {', '.join(HEAD_KINDS)}")
+        return
+    if Path(spec).is_file():
+        check_checkpoint(spec, factory)
+        return
+    if is_factory_spec(spec):
+        return
+    if sep and right in HEAD_KINDS:
+        raise ModelError(f"model spec {spec!r}: unknown backbone {left!r}; choose one of {', '.join(BACKBONES)}")
+    if Path(spec).exists():
+        raise ModelError(f"model spec {spec!r}: is not a file")
     raise ModelError(
         f"model spec {spec!r}: expected 'backbone:head' (backbones: {', '.join(BACKBONES)}; heads: "
         f"{', '.join(HEAD_KINDS)}), an existing checkpoint file, or 'package.module:factory'"

@@ -11,6 +11,7 @@ the whole network on images instead (meant for GPUs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -42,8 +43,24 @@ class TrainingConfig:
     pretrained: bool = True
 
     def __post_init__(self):
+        from eml_core.heads import HEAD_KINDS
+        from eml_core.models import BACKBONES
+
         if self.loss not in LOSSES:
             raise ArgumentError("loss", f"expected one of {LOSSES}, got {self.loss!r}")
+        if self.backbone not in BACKBONES:
+            raise ArgumentError("backbone", f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.head not in HEAD_KINDS:
+            raise ArgumentError("head", f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}")
+        for name, low, high in (("embedding_dim", 1, 65_536), ("epochs", 1, 100_000), ("batch_size", 2, 65_536),
+                                ("images_per_class", 2, 1024), ("seed", 0, 2**32 - 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ArgumentError(name, f"must be a whole number in [{low}, {high}], got {value!r}")
+        for name in ("learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ArgumentError(name, f"must be a finite number >= 0, got {value!r}")
         self.input_size = tuple(self.input_size)
 
     def to_dict(self) -> dict:

@@ -34,6 +34,7 @@ from eml_core.errors import ArgumentError, EmlError
 from eml_core.localization import METHODS
 
 DEMO_MODEL = "mobilenet_v2:gap"
+DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "studies" / "overall_map_demo.yaml"
 PREFECT_DEFAULTS = {
     # offline, 2 cores: the ephemeral server's first start needs longer than Prefect's 20 s default
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -101,6 +102,8 @@ def run_explain(query_path, retrieved_path, model_spec: str, out_dir, point_quer
     from eml_core.presentation import overlay, present, save_png
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArgumentError("--out", f"{out_dir} exists and is not a folder")
     query_image, retrieved_image = load_image(query_path), load_image(retrieved_path)
     _check_point(point_query, query_image, "--point-query")
     _check_point(point_retrieved, retrieved_image, "--point-retrieved")
@@ -184,6 +187,50 @@ def _list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse then prints one usage error line and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _trust_model_factory(args) -> None:
+    """``--model-factory`` names the user's own code for a checkpoint saved from it; a direct
+    ``package.module:factory`` model spec is the user's choice too. Both are trusted for this run (and the
+    flow workers it starts); a factory named only inside a file is never."""
+    from eml_core.models import is_factory_spec, trust_factory
+
+    if getattr(args, "model_factory", None):
+        if not is_factory_spec(args.model_factory):
+            raise ArgumentError("--model-factory", f"expected package.module:function, got {args.model_factory!r}")
+        trust_factory(args.model_factory)
+    for spec in [getattr(args, "model", None), *_list(getattr(args, "models", None) or "")]:
+        if spec and is_factory_spec(spec) and not Path(spec).exists():
+            trust_factory(spec)
+
+
+def _check_output_file(path: str, argument: str) -> None:
+    target = Path(path)
+    if target.is_dir():
+        raise ArgumentError(argument, f"{path} is a folder; expected a file name")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ArgumentError(argument, f"{target.parent} is not a folder")
+
+
 def run_study_command(args) -> None:
     from amt.analysis import analyse_folder
     from amt.gateway import Gateway, mturk_client
@@ -253,26 +300,33 @@ def run_demo(out: Path, explain_model: str = DEMO_MODEL) -> None:
     from flows.train import train as train_flow
     from tasks.summary import markdown_report
 
-    print("== 1/4 explain the built-in example pair")
+    print("== 1/5 explain the built-in example pair")
     query, retrieved = write_example_pair(out / "explain" / "inputs")
     summary = run_explain(query, retrieved, explain_model, out / "explain", point_query=(190.0, 110.0),
                           point_retrieved=(150.0, 90.0))
     _print_summary(summary, out / "explain")
-    print(f"== 2/4 embedded default dataset -> {ensure_synthetic_dataset(DEFAULT_LOCATION)}")
-    print("== 3/4 train the default model (mobilenet_v2 frozen + gap_fc, Multi-Similarity loss)")
+    print(f"== 2/5 embedded default dataset -> {ensure_synthetic_dataset(DEFAULT_LOCATION)}")
+    print("== 3/5 train the default model (mobilenet_v2 frozen + gap_fc, Multi-Similarity loss)")
     checkpoint = out / "model.pt"
     trained = train_flow(dataset="synthetic", checkpoint=str(checkpoint))
     print(trained["retrieval_metrics"].to_string(index=False))
-    print("== 4/4 localization flow (Prefect, ephemeral mode)")
+    print("== 4/5 localization flow (Prefect, ephemeral mode)")
     result = evaluate_localization(dataset="synthetic", model=str(checkpoint), out=str(out / "localization"))
     print()
     print(markdown_report(result, "the embedded default dataset"))
     print(f"\nexplanations: {out / 'explain'}; checkpoint: {checkpoint}; localization results: {result['location']}")
+    print("== 5/5 the example human study (built, not launched)")
+    build_demo_study(out)
+
+
+def build_demo_study(out: Path) -> dict:
+    """The example human study, built against the localization run under ``out`` (not the working directory)."""
     from tasks.studies import run_build
 
-    study = run_build("data/studies/overall_map_demo.yaml", str(out / "study"))
+    study = run_build(str(DEMO_STUDY), str(out / "study"), source=str(out / "localization"))
     print(f"human study built (not launched, nothing served): {study['items']} items in {study['hits']} HITs -> "
           f"{out / 'study'}; review {out / 'study' / 'hits'}/*.html, then `eml study serve` or `eml study launch`")
+    return study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     explain.add_argument("--input-size", help="network input HxW, or 'native' to keep each image's own size "
                                               "(default: the model's preprocessing)")
+    explain.add_argument("--model-factory", help="package.module:function that built the checkpoint given as --model "
+                                                 "(a checkpoint never chooses code to run by itself)")
     explain.add_argument("--allow-random-init", action="store_true",
                          help="use random backbone weights when pretrained ones are unavailable (loud warning)")
 
@@ -308,12 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--dataset", default="synthetic", help="cub:PATH, folder:ROOT[,CSV] or synthetic[:FOLDER]")
     train.add_argument("--out", required=True, help="checkpoint file to write")
     train.add_argument("--loss", choices=("multi_similarity", "triplet"), default="multi_similarity")
-    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--epochs", type=_positive, default=30)
     train.add_argument("--backbone", default="mobilenet_v2")
     train.add_argument("--head", default="gap_fc")
-    train.add_argument("--embedding-dim", type=int, default=512)
+    train.add_argument("--embedding-dim", type=_positive, default=512)
     train.add_argument("--fine-tune", action="store_true", help="train the backbone too (for GPUs)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_non_negative, default=0)
     train.add_argument("--device", default="auto")
 
     evaluate = commands.add_parser("evaluate", help="run an evaluation flow")
@@ -326,26 +382,29 @@ def main(argv: list[str] | None = None) -> int:
     localization.add_argument("--splits", default="train,test")
     localization.add_argument("--pairing", choices=("nearest", "random"), default="nearest")
     localization.add_argument("--sides", default="query", help="query, or query,retrieved")
-    localization.add_argument("--shard-size", type=int, default=128)
+    localization.add_argument("--shard-size", type=_positive, default=128)
     localization.add_argument("--connectivity", type=int, choices=(4, 8), default=4)
-    localization.add_argument("--seed", type=int, default=0)
+    localization.add_argument("--seed", type=_non_negative, default=0)
     localization.add_argument("--device", default="auto")
+    localization.add_argument("--model-factory", help="package.module:function that built a checkpoint --model")
 
     diagnose = commands.add_parser("diagnose", help="compare checkpoints (Tables III, IV)")
     diagnose.add_argument("--dataset", required=True)
     diagnose.add_argument("--models", required=True, help="comma-separated checkpoints; the first is the reference")
     diagnose.add_argument("--out", required=True)
     diagnose.add_argument("--methods", default=",".join(METHODS))
-    diagnose.add_argument("--shard-size", type=int, default=128)
+    diagnose.add_argument("--shard-size", type=_positive, default=128)
     diagnose.add_argument("--device", default="auto")
+    diagnose.add_argument("--model-factory", help="package.module:function that built the checkpoints")
 
     rankings = commands.add_parser("rankings", help="rank a gallery by a query region (partial similarity) and by "
                                                      "the whole image: the input table of retrieval studies")
     rankings.add_argument("--dataset", required=True)
     rankings.add_argument("--model", required=True)
     rankings.add_argument("--out", required=True, help="Parquet file")
-    rankings.add_argument("--queries", type=int, default=12, help="test images used as queries (their true box)")
-    rankings.add_argument("--top-k", type=int, default=8)
+    rankings.add_argument("--queries", type=_positive, default=12, help="test images used as queries (their true box)")
+    rankings.add_argument("--top-k", type=_positive, default=8)
+    rankings.add_argument("--model-factory", help="package.module:function that built a checkpoint --model")
 
     study = commands.add_parser("study", help="human studies: build, launch, collect, analyze, serve, expire")
     studies = study.add_subparsers(dest="study_command", required=True)
@@ -374,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        _trust_model_factory(args)
         if getattr(args, "dataset", None):
             from eml_core.datasets import check_dataset_spec
 
@@ -388,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             run_demo(Path(args.out), args.model)
         elif args.command == "rankings":
+            _check_output_file(args.out, "--out")
             from eml_core.datasets import dataset_from_spec
             from eml_core.retrieval import region_rankings
             from eml_core.models import model_from_spec
@@ -404,8 +465,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "generate-data":
             from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
 
-            print(f"wrote {ensure_synthetic_dataset(args.out or DEFAULT_LOCATION)}")
+            target = Path(args.out or DEFAULT_LOCATION)
+            if target.exists() and not target.is_dir():
+                raise ArgumentError("--out", f"{target} exists and is not a folder")
+            print(f"wrote {ensure_synthetic_dataset(target)}")
         elif args.command == "train":
+            from eml_core.models import resolve_device
+            from eml_core.training import TrainingConfig
+
+            _check_output_file(args.out, "--out")
+            TrainingConfig(backbone=args.backbone, head=args.head, embedding_dim=args.embedding_dim, loss=args.loss,
+                           epochs=args.epochs, fine_tune=args.fine_tune, seed=args.seed)  # checks every field
+            resolve_device(args.device, "--device")
             _prefect_environment()
             from flows.train import train as train_flow
 
@@ -415,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
             print(result["retrieval_metrics"].to_string(index=False))
             print(f"checkpoint: {result['checkpoint']}")
         elif args.command == "evaluate":
+            from eml_core.models import resolve_device
+            from tasks.configs import LocalizationConfig, validated
+
+            validated(LocalizationConfig, dataset=args.dataset, model=args.model, out=args.out,
+                      methods=tuple(_list(args.methods)), splits=tuple(_list(args.splits)), pairing=args.pairing,
+                      sides=tuple(_list(args.sides)), shard_size=args.shard_size, connectivity=args.connectivity,
+                      seed=args.seed, device=args.device)  # before a flow (and its server) starts
+            resolve_device(args.device, "--device")
             _prefect_environment()
             from flows.evaluate_localization import evaluate_localization
             from tasks.summary import markdown_report
@@ -425,6 +504,15 @@ def main(argv: list[str] | None = None) -> int:
                 shard_size=args.shard_size, connectivity=args.connectivity, seed=args.seed, device=args.device)
             print(markdown_report(result, result["manifest"]["dataset"]["name"]))
         elif args.command == "diagnose":
+            from eml_core.models import resolve_device
+            from tasks.configs import LocalizationConfig, validated
+
+            if not _list(args.models):
+                raise ArgumentError("--models", "give at least one checkpoint")
+            for spec in _list(args.models):
+                validated(LocalizationConfig, dataset=args.dataset, model=spec, out=args.out,
+                          methods=tuple(_list(args.methods)), shard_size=args.shard_size, device=args.device)
+            resolve_device(args.device, "--device")
             _prefect_environment()
             from flows.diagnose import diagnose_models, diagnosis_markdown
 
@@ -435,6 +523,13 @@ def main(argv: list[str] | None = None) -> int:
             from eml_core.weights import install_offline_weights
 
             install_offline_weights(verbose=True)
+    except ArgumentError as error:
+        # a flow parameter named by its field (shard_size) is the option --shard-size on the command line
+        name = error.argument
+        if name.isidentifier() and f"--{name.replace('_', '-')}" in parser_options(parser, args):
+            name = f"--{name.replace('_', '-')}"
+        print(f"eml {args.command}: error: {name}: {error.problem}", file=sys.stderr)
+        return 2
     except EmlError as error:
         print(f"eml {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -446,6 +541,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eml {args.command}: AWS error: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def parser_options(parser: argparse.ArgumentParser, args) -> set[str]:
+    """Every --option of the command line (to name a bad flow parameter by its option)."""
+    options: set[str] = set()
+
+    def visit(node: argparse.ArgumentParser) -> None:
+        for action in node._actions:
+            options.update(o for o in action.option_strings if o.startswith("--"))
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    visit(sub)
+
+    visit(parser)
+    return options
 
 
 if __name__ == "__main__":

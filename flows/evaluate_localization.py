@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import time
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from eml_core.localization import FINE_THRESHOLDS, METHODS, PAPER_THRESHOLDS
-from tasks.localization import (LocalizationConfig, embed_shard, load_dataset, localize_shard, make_pairs,
+from eml_core.models import resolve_device
+from tasks.configs import LocalizationConfig, validated
+from tasks.localization import (embed_shard, load_dataset, localize_shard, make_pairs,
                                 read_embeddings, shards)
 from tasks.summary import markdown_report, run_summarise
 
@@ -43,26 +45,30 @@ def evaluate_localization(
     device: str = "auto",
 ) -> dict:
     started = time.perf_counter()
-    logger = get_run_logger()
     thresholds = tuple(sorted(set(FINE_THRESHOLDS) | set(PAPER_THRESHOLDS)))
-    config = LocalizationConfig(dataset=dataset, model=model, out=out, methods=tuple(methods), splits=tuple(splits),
-                                pairing=pairing, sides=tuple(sides), shard_size=shard_size,
-                                connectivity=connectivity, thresholds=thresholds, seed=seed, device=device)
+    config = validated(LocalizationConfig, dataset=dataset, model=model, out=out, methods=tuple(methods),
+                       splits=tuple(splits), localize_splits=localize_splits, pairing=pairing, sides=tuple(sides),
+                       shard_size=shard_size, connectivity=connectivity, thresholds=thresholds, seed=seed,
+                       device=device)
+    resolve_device(config.device)  # on the machine that runs the flow: is the device there?
+    logger = get_run_logger()
 
-    data = load_dataset(dataset)
+    data = load_dataset(config.dataset)
     items = [item for item in data.items if item.split in config.splits]
     logger.info(f"{data.name}: {len(items)} images in {config.splits}, {len(data.errors)} load problems")
 
-    embedded = embed_shard.map(out, model, shards(items, shard_size), range(len(shards(items, shard_size))),
-                               device).result()
-    embeddings = read_embeddings(out, [e["path"] for e in embedded])
+    item_shards = shards(items, config.shard_size)
+    embedded = embed_shard.map(config.out, config.model, item_shards, range(len(item_shards)), config.device).result()
+    embeddings = read_embeddings(config.out, [e["path"] for e in embedded])
     # Recall@K covers every split in `splits`; localization only `localize_splits` (default: the same).
-    pairs, pair_errors = make_pairs(items, embeddings, pairing, seed, tuple(localize_splits or config.splits))
+    pairs, pair_errors = make_pairs(items, embeddings, config.pairing, config.seed,
+                                    config.localize_splits or config.splits)
 
-    pair_shards = shards(pairs, shard_size)
-    localized = localize_shard.map(out, model, pair_shards, range(len(pair_shards)), config).result()
+    pair_shards = shards(pairs, config.shard_size)
+    localized = localize_shard.map(config.out, config.model, pair_shards, range(len(pair_shards)),
+                                   unmapped(config)).result()
     logger.info(f"{len(pairs)} pairs in {len(pair_shards)} shards; "
-                f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {out}")
+                f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {config.out}")
 
     result = summarise(config, data, embedded, pairs, pair_errors, localized, started)
     _artifacts(result, data.name)

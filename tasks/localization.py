@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -23,39 +22,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from eml_core.datasets import Dataset, ErrorRecord, Item, dataset_from_spec
-from eml_core.errors import EmlError
-from eml_core.localization import FINE_THRESHOLDS, METHODS, localize_pairs
+from eml_core.localization import localize_pairs
 from eml_core.models import model_from_spec, resolve_device
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
+from tasks.configs import LocalizationConfig
 from tasks.provenance import code_version, content_key, model_fingerprint
 from tasks.results import ResultsLocation
-
-
-@dataclass
-class LocalizationConfig:
-    dataset: str = "synthetic"
-    model: str = "mobilenet_v2:gap_fc"
-    out: str = "runs/localization"
-    methods: tuple[str, ...] = METHODS
-    splits: tuple[str, ...] = ("train", "test")
-    pairing: str = "nearest"
-    sides: tuple[str, ...] = ("query",)
-    shard_size: int = 128
-    batch_size: int = 16
-    connectivity: int = 4
-    thresholds: tuple[float, ...] = FINE_THRESHOLDS
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        for name in ("methods", "splits", "sides", "thresholds"):
-            setattr(self, name, tuple(getattr(self, name)))
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise EmlError(f"methods: unknown {unknown}; choose from {', '.join(METHODS)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @lru_cache(maxsize=4)

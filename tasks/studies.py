@@ -11,11 +11,15 @@ from amt.collect import collect
 from amt.gateway import Gateway, mturk_client, study_mode
 from amt.hosting import upload_stimuli, url_lookup
 from amt.ledger import Ledger
-from amt.study import load_study
+from amt.study import load_study, study_from_dict
 
 
-def run_build(definition: str, folder: str) -> dict:
-    ledger = build_study(load_study(definition), folder)
+def run_build(definition: str, folder: str, source: str | None = None) -> dict:
+    """Build a study; ``source`` replaces the definition's source run (the demo builds from its own --out)."""
+    study = load_study(definition)
+    if source is not None:
+        study = study_from_dict({**study.to_dict(), "source": source}, definition)
+    ledger = build_study(study, folder)
     return {"folder": folder, "items": len(ledger.items), "hits": len(ledger.hits)}
 
 

@@ -15,7 +15,8 @@ from eml_core.models import resolve_device
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
 from eml_core.tables import frame
 from tasks.figures import accuracy_plot, example_panel, png_bytes
-from tasks.localization import LocalizationConfig, cached_model, read_embeddings
+from tasks.configs import LocalizationConfig
+from tasks.localization import cached_model, read_embeddings
 from tasks.provenance import code_version, git_commit, model_fingerprint, versions
 from tasks.results import ResultsLocation
 

@@ -130,3 +130,8 @@ def pytest_terminal_summary(terminalreporter):
 
     if harness.records():
         terminalreporter.write_line(harness.write_report())
+
+
+# The tiny test factory is trusted the way a user trusts their own code (EML_TRUSTED_FACTORIES): results
+# manifests and checkpoints written by the tests name it. Tests of the refusal path unset it.
+os.environ.setdefault("EML_TRUSTED_FACTORIES", "tests.conftest:tiny")
