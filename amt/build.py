@@ -46,7 +46,8 @@ def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
 
 def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
     from eml_core.datasets import dataset_from_spec
-    from eml_core.localization import METHODS, pair_maps
+    from eml_core.localization import pair_maps
+    from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec
 
     run = Path(study.source)
@@ -54,9 +55,9 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     for path in (manifest_path, items_path):
         if not path.is_file():
             raise StudyError(f"{study.path}: field 'source': {path} missing (expected a localization results run)")
-    unknown = [m for m in study.methods if m not in METHODS]
+    unknown = [m for m in study.methods if m not in REGISTRY]
     if unknown:
-        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods ({', '.join(METHODS)})")
+        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods ({', '.join(REGISTRY)})")
     manifest = json.loads(manifest_path.read_text())
     pairs = (pd.read_parquet(items_path, columns=["pair_id", "image_id", "partner_id", "side"])
              .query("side == 'query'").drop_duplicates("pair_id").sort_values("pair_id"))

@@ -18,8 +18,7 @@ import torch
 
 from eml_core.atomic import write_bytes_atomic
 from eml_core.images import load_image
-from eml_core.localization import normalised_at_image_size
-from eml_core.presentation import top_fraction_mask
+from eml_core.presentation import normalised_at_image_size, top_fraction_mask
 
 TILE = 224
 HIGHLIGHT = (255, 196, 0)

@@ -26,7 +26,8 @@ for key, value in (("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
 
 import torch  # noqa: E402
 
-from eml_core.localization import FINE_THRESHOLDS, PAPER_THRESHOLDS, normalised_at_image_size, sweep_thresholds  # noqa: E402
+from eml_core.presentation import normalised_at_image_size  # noqa: E402
+from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS, sweep_thresholds  # noqa: E402
 from tasks.localization import (LocalizationConfig, cached_model, read_embeddings, run_embed_shard,  # noqa: E402
                                 run_load_dataset, run_localize_shard, run_make_pairs, shards)
 from tasks.provenance import model_fingerprint  # noqa: E402

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from eml_core.errors import ArgumentError, ImageError
+from eml_core.errors import ArgumentError
+from eml_core.feature_maps import as_image_batch, compute_feature_map, model_device
+from eml_core.gradcam import grad_cam_from_features
 from eml_core.models import EmbeddingModel, inference_mode_of
 from eml_core.position_embeddings import PositionEmbeddings, position_embeddings
 from eml_core.sampling import box_weights, point_weights
@@ -147,8 +149,6 @@ class PairExplanation:
     # --- baselines ---------------------------------------------------------------------------
     def grad_cam(self, normalised: bool = True) -> dict[str, torch.Tensor]:
         """Grad-CAM for metric learning on the same feature maps (no backbone recomputation)."""
-        from eml_core.gradcam import grad_cam_from_features
-
         kind = self.similarity_kind if normalised else "dot"
         return grad_cam_from_features(self.heads["query"], self.heads["retrieved"],
                                       self.feature_maps["query"], self.feature_maps["retrieved"], kind)
@@ -171,40 +171,6 @@ def partial_similarity(partial: torch.Tensor, own_embedding: torch.Tensor, galle
     return torch.where(z > 0, scores / z.clamp_min(torch.finfo(z.dtype).tiny), torch.zeros_like(scores))
 
 
-def _as_batch(images: torch.Tensor, argument: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise ArgumentError(argument, f"expected a tensor (B, 3, H, W) or (3, H, W), got {type(images).__name__}")
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4:
-        raise ArgumentError(argument, f"expected (B, 3, H, W) or (3, H, W), got shape {tuple(images.shape)}")
-    # one reduction first (cheap); sum of finite pixel values cannot overflow float32 in practice
-    if not torch.isfinite(images.sum()) and not torch.isfinite(images).all():
-        raise ArgumentError(argument, "contains NaN or infinite pixel values")
-    return images
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def compute_feature_map(model: EmbeddingModel, images: torch.Tensor, source: str) -> torch.Tensor:
-    """The backbone's feature map, with a clear error when an image is too small for it."""
-    model.check_input_size(images.shape[-2], images.shape[-1], source)
-    try:
-        with torch.no_grad():
-            feature_map = model.features(images)
-    except RuntimeError as error:
-        raise ImageError(source, f"the backbone cannot process a {images.shape[-1]}x{images.shape[-2]} input "
-                                 f"({str(error).splitlines()[0]})") from None
-    if feature_map.dim() != 4 or feature_map.shape[-1] < 1 or feature_map.shape[-2] < 1:
-        raise ImageError(source, f"the backbone returned shape {tuple(feature_map.shape)}, not a (B, C, h, w) "
-                                 f"feature map; is the image smaller than the network stride?")
-    return feature_map
-
-
 def explain_pair(
     model: EmbeddingModel,
     query: torch.Tensor,
@@ -224,8 +190,8 @@ def explain_pair(
     if similarity not in SIMILARITIES:
         raise ArgumentError("similarity", f"expected one of {SIMILARITIES}, got {similarity!r}")
     retrieved_model = retrieved_model or model
-    query = _as_batch(query, "query")
-    retrieved = _as_batch(retrieved, "retrieved")
+    query = as_image_batch(query, "query")
+    retrieved = as_image_batch(retrieved, "retrieved")
     if query.shape[0] != retrieved.shape[0]:
         raise ArgumentError("retrieved", f"batch of {retrieved.shape[0]} does not match the query batch of {query.shape[0]}")
     query = query.to(model_device(model))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from eml_core.errors import ArgumentError
+from eml_core.feature_maps import as_image_batch, compute_feature_map, model_device
 from eml_core.models import EmbeddingModel, inference_mode_of
 
 
@@ -55,11 +56,9 @@ def grad_cam_from_features(head_q: nn.Module, head_r: nn.Module, map_q: torch.Te
 def grad_cam(model: EmbeddingModel, query: torch.Tensor, retrieved: torch.Tensor, similarity: str = "cosine",
              retrieved_model: EmbeddingModel | None = None) -> dict[str, torch.Tensor]:
     """Grad-CAM of both sides of B pairs of preprocessed images (``similarity="dot"`` for no norm)."""
-    from eml_core.decomposition import _as_batch, compute_feature_map, model_device
-
     retrieved_model = retrieved_model or model
-    query = _as_batch(query, "query").to(model_device(model))
-    retrieved = _as_batch(retrieved, "retrieved").to(model_device(retrieved_model))
+    query = as_image_batch(query, "query").to(model_device(model))
+    retrieved = as_image_batch(retrieved, "retrieved").to(model_device(retrieved_model))
     with inference_mode_of(model, retrieved_model):
         map_q = compute_feature_map(model, query, "query")
         map_r = compute_feature_map(retrieved_model, retrieved, "retrieved")

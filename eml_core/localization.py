@@ -1,163 +1,35 @@
-"""Weakly supervised localization from explanation maps (paper Section VI-A, Tables I and II).
+"""Localization over a dataset: explain batches of pairs and sweep each method's map (the plumbing around
+:mod:`eml_core.sweep`, which holds the maths).
 
-For one image and one method: normalise the overall map (divide by its max, at
-the original image size), threshold it at t (``map > t``), keep the largest
-connected component, take its bounding box and compare it with the ground-truth
-box: correct when IoU > 0.5 (the paper's rule). Sweeping t over a grid gives
-accuracy per method and threshold (Table I) and the best per method (Table II).
-
-MaxBoxAcc (Choe et al., CVPR 2020) uses a fine grid of thresholds and reports,
-for IoU criteria delta in {0.3, 0.5, 0.7}, the best over t of the share of images
-with IoU >= delta.
-
-Boxes are pixel edges ``(x0, y0, x1, y1)``: a component covering columns
-3..5 has x0 = 3, x1 = 6. Components come from OpenCV
-(``cv2.connectedComponentsWithStats``), 4-connected by default; among
-components of equal area the first in raster order wins.
+Images are decoded and batched (:mod:`eml_core.batches`), every pair of a batch
+is explained once, each registered map method (:mod:`eml_core.methods`) reads
+its maps off that explanation, and every scored side becomes
+``localization_items`` rows. An unreadable image sends its pair to ``errors``;
+the rest go on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import cv2
-import numpy as np
 import torch
 
-from eml_core.errors import ArgumentError
-from eml_core.presentation import present
-
-PAPER_THRESHOLDS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-FINE_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(100))  # 0.00, 0.01, ..., 0.99
-MAXBOXACC_IOUS = (0.3, 0.5, 0.7)
-CORRECT_IOU = 0.5
-
-Box = tuple[float, float, float, float]
-
-
-def box_iou(a: Box | None, b: Box | None) -> float:
-    """Intersection over union of two pixel-edge boxes; 0 when either is missing or both are empty."""
-    if a is None or b is None:
-        return 0.0
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    intersection = max(0.0, width) * max(0.0, height)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
-    return float(intersection / union) if union > 0 else 0.0
+from eml_core.batches import load_batch
+from eml_core.datasets import ErrorRecord
+from eml_core.decomposition import explain_pair
+from eml_core.errors import EmlError
+from eml_core.images import load_image
+from eml_core.methods import DEFAULT_METHODS, method_maps
+from eml_core.presentation import normalised_at_image_size
+from eml_core.sweep import FINE_THRESHOLDS, sweep_thresholds
 
 
-def largest_component_box(mask: np.ndarray, connectivity: int = 4) -> Box | None:
-    """Bounding box of the largest connected component of a boolean mask, or None if it is empty."""
-    if connectivity not in (4, 8):
-        raise ArgumentError("connectivity", f"must be 4 or 8, got {connectivity}")
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
-    if count <= 1:
-        return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # label 0 is the background
-    x, y, w, h = (int(v) for v in stats[largest, :4])
-    return (float(x), float(y), float(x + w), float(y + h))
-
-
-@dataclass(frozen=True)
-class ThresholdResult:
-    threshold: float
-    box: Box | None
-    iou: float
-
-    @property
-    def correct(self) -> bool:
-        return self.iou > CORRECT_IOU
-
-
-def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=PAPER_THRESHOLDS,
-                     connectivity: int = 4) -> list[ThresholdResult]:
-    """Box and IoU for each threshold t of a map already normalised to [0, 1] at image size."""
-    results = []
-    for threshold in thresholds:
-        mask = normalised_map > threshold
-        # Label only the rows and columns the mask touches: same components, far fewer pixels at high t.
-        rows, columns = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        box = None
-        if rows.size:
-            top, left = int(rows[0]), int(columns[0])
-            inner = largest_component_box(mask[top:rows[-1] + 1, left:columns[-1] + 1], connectivity)
-            box = (inner[0] + left, inner[1] + top, inner[2] + left, inner[3] + top)
-        results.append(ThresholdResult(float(threshold), box, box_iou(box, ground_truth)))
-    return results
-
-
-def normalised_at_image_size(raw_map: torch.Tensor, image_size: tuple[int, int]) -> tuple[np.ndarray, bool]:
-    """rectify -> upsample to the original image size -> divide by the max; returns (map, flagged)."""
-    shown, flagged = present(raw_map.detach().float().cpu(), image_size, mode="max")
-    return shown.numpy(), bool(flagged)
-
-
-def accuracy_table(rows, thresholds=PAPER_THRESHOLDS):
-    """Accuracy per (method, threshold) from rows with keys method, threshold, correct (pandas DataFrame)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
-    frame = frame[frame["threshold"].isin([float(t) for t in thresholds])]
-    table = (frame.groupby(["method", "threshold"], as_index=False)
-             .agg(accuracy=("correct", "mean"), count=("correct", "size")))
-    return table
-
-
-def best_per_method(summary):
-    """Table II: the best accuracy of each method and the threshold reaching it (lowest on ties)."""
-    ordered = summary.sort_values(["method", "accuracy", "threshold"], ascending=[True, False, True])
-    best = ordered.groupby("method", as_index=False).first()
-    return best.rename(columns={"threshold": "best_threshold", "accuracy": "best_accuracy"})
-
-
-def max_box_accuracy(items, iou_thresholds=MAXBOXACC_IOUS):
-    """MaxBoxAcc per method and IoU criterion from fine-grid rows (method, threshold, iou)."""
-    import pandas as pd
-
-    records = []
-    for method, group in items.groupby("method"):
-        for delta in iou_thresholds:
-            per_t = group.assign(hit=group["iou"] >= delta).groupby("threshold")["hit"].mean()
-            best_t = float(per_t.idxmax())
-            records.append({"method": method, "iou_threshold": float(delta), "maxboxacc": float(per_t.max()),
-                            "best_map_threshold": best_t, "count": int((group["threshold"] == best_t).sum())})
-    return pd.DataFrame.from_records(records, columns=["method", "iou_threshold", "maxboxacc",
-                                                       "best_map_threshold", "count"])
-
-
-# ---------------------------------------------------------------------------------------------
-# from pairs to table rows
-
-METHODS = ("gradcam", "gradcam_nonorm", "decomposition", "decomposition_bias")
-
-
-def method_maps(explanation, methods=METHODS) -> dict[str, dict[str, torch.Tensor]]:
-    """Raw overall maps ``{method: {side: (B, h, w)}}`` of a PairExplanation."""
-    maps = {}
-    for method in methods:
-        if method == "gradcam":
-            maps[method] = explanation.grad_cam(normalised=True)
-        elif method == "gradcam_nonorm":
-            maps[method] = explanation.grad_cam(normalised=False)
-        elif method in ("decomposition", "decomposition_bias"):
-            bias = method == "decomposition_bias"
-            maps[method] = {side: explanation.overall(side, bias=bias) for side in ("query", "retrieved")}
-        else:
-            raise ArgumentError("methods", f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    return maps
-
-
-def pair_maps(model, query_path: str, retrieved_path: str, methods=METHODS, device: str = "cpu"):
+def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHODS, device: str = "cpu"):
     """Raw overall maps ``{method: {side: (1, h, w)}}`` of one pair of image files."""
-    from eml_core.decomposition import explain_pair
-    from eml_core.images import load_image
-
     q = model.preprocessing(load_image(query_path).pixels).to(device)
     r = model.preprocessing(load_image(retrieved_path).pixels).to(device)
     return method_maps(explain_pair(model, q, r), methods)
 
 
-def localize_pairs(model, pairs, methods=METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,
+def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,
                    batch_size: int = 16, device: str = "cpu", stage: str = "localize", sides=("query",)):
     """Sweep every method's map of the ``sides`` of every pair; returns ``(rows, errors)``.
 
@@ -167,11 +39,6 @@ def localize_pairs(model, pairs, methods=METHODS, thresholds=FINE_THRESHOLDS, co
     ``rows`` follow the ``localization_items`` schema; an unreadable image sends
     its pair to ``errors`` and the rest go on.
     """
-    from eml_core.datasets import ErrorRecord
-    from eml_core.decomposition import explain_pair
-    from eml_core.errors import EmlError
-    from eml_core.retrieval import load_batch
-
     rows, errors = [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
@@ -217,7 +84,6 @@ def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side:
     is not scored: its map has a single value, so every box covers the whole
     image and would count as correct at every threshold. It gets an error row.
     """
-    from eml_core.datasets import ErrorRecord
 
     rows = []
     for row_index, pair in enumerate(pairs):

@@ -95,3 +95,9 @@ def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(image_rgb).save(buffer, format="PNG")
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def normalised_at_image_size(raw_map: torch.Tensor, image_size: tuple[int, int]) -> tuple[np.ndarray, bool]:
+    """rectify -> upsample to the original image size -> divide by the max; returns (map, flagged)."""
+    shown, flagged = present(raw_map.detach().float().cpu(), image_size, mode="max")
+    return shown.numpy(), bool(flagged)

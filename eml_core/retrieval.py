@@ -14,41 +14,11 @@ import numpy as np
 import torch
 
 from eml_core.datasets import ErrorRecord, Item
+from eml_core.batches import equal_shape_batches, load_batch
 from eml_core.errors import EmlError
-from eml_core.images import load_image
 from eml_core.models import EmbeddingModel, inference_mode_of
 
 RECALL_KS = (1, 2, 4, 8)
-
-
-def load_batch(items: list[Item], model: EmbeddingModel, stage: str, errors: list[ErrorRecord]):
-    """Preprocessed inputs for the readable items; unreadable ones go to ``errors``.
-
-    Returns ``(kept_items, tensors)``, where tensors is a list of (3, H, W) inputs.
-    """
-    kept, tensors = [], []
-    for item in items:
-        try:
-            pixels = load_image(item.path).pixels
-            tensor = model.preprocessing(pixels)
-            model.check_input_size(tensor.shape[-2], tensor.shape[-1], item.path)
-        except EmlError as error:
-            errors.append(ErrorRecord(stage, item.image_id, item.path, None, str(error)))
-            continue
-        kept.append(item)
-        tensors.append(tensor)
-    return kept, tensors
-
-
-def equal_shape_batches(tensors: list[torch.Tensor], batch_size: int):
-    """Group consecutive same-shaped tensors into batches (fixed input size -> full batches)."""
-    start = 0
-    while start < len(tensors):
-        stop = start + 1
-        while stop < len(tensors) and stop - start < batch_size and tensors[stop].shape == tensors[start].shape:
-            stop += 1
-        yield start, torch.stack(tensors[start:stop])
-        start = stop
 
 
 def embed_items(model: EmbeddingModel, items: list[Item], batch_size: int = 32, device: str = "cpu",
@@ -136,7 +106,8 @@ def region_rankings(model: EmbeddingModel, queries: list[Item], gallery: list[It
     """
     import pandas as pd
 
-    from eml_core.decomposition import compute_feature_map, partial_similarity
+    from eml_core.decomposition import partial_similarity
+    from eml_core.feature_maps import compute_feature_map
     from eml_core.position_embeddings import position_embeddings
     from eml_core.sampling import box_weights
 

@@ -20,7 +20,7 @@ import torch
 from eml_core.datasets import ErrorRecord, Item
 from eml_core.errors import ArgumentError
 from eml_core.models import EmbeddingModel, build_model, inference_mode_of
-from eml_core.retrieval import equal_shape_batches, load_batch
+from eml_core.batches import equal_shape_batches, load_batch
 
 LOSSES = ("multi_similarity", "triplet")
 

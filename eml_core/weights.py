@@ -37,12 +37,10 @@ def published_hash_prefix(file_name: str) -> str:
     return stem.rsplit("-", 1)[-1]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, streamed."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def find_packaged_weight_file(file_name: str) -> Path | None:

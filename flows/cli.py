@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from eml_core.errors import ArgumentError, EmlError
-from eml_core.localization import METHODS
+from eml_core.methods import DEFAULT_METHODS
 
 DEMO_MODEL = "mobilenet_v2:gap"
 DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "studies" / "overall_map_demo.yaml"
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     localization.add_argument("--dataset", required=True)
     localization.add_argument("--model", required=True, help="checkpoint path or backbone:head")
     localization.add_argument("--out", required=True, help="results folder or s3://bucket/prefix")
-    localization.add_argument("--methods", default=",".join(METHODS))
+    localization.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     localization.add_argument("--splits", default="train,test")
     localization.add_argument("--pairing", choices=("nearest", "random"), default="nearest")
     localization.add_argument("--sides", default="query", help="query, or query,retrieved")
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     diagnose.add_argument("--dataset", required=True)
     diagnose.add_argument("--models", required=True, help="comma-separated checkpoints; the first is the reference")
     diagnose.add_argument("--out", required=True)
-    diagnose.add_argument("--methods", default=",".join(METHODS))
+    diagnose.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     diagnose.add_argument("--shard-size", type=_positive, default=128)
     diagnose.add_argument("--device", default="auto")
     diagnose.add_argument("--model-factory", help="package.module:function that built the checkpoints")

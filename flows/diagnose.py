@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from eml_core.localization import METHODS
+from eml_core.methods import DEFAULT_METHODS
 from eml_core.tables import frame
 from flows.evaluate_localization import evaluate_localization
 from tasks.provenance import model_fingerprint
@@ -25,7 +25,7 @@ def diagnose_models(
     dataset: str,
     models: list[str],
     out: str = "runs/diagnosis",
-    methods: list[str] = list(METHODS),
+    methods: list[str] = list(DEFAULT_METHODS),
     shard_size: int = 128,
     device: str = "auto",
 ) -> pd.DataFrame:

@@ -15,8 +15,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from eml_core.localization import FINE_THRESHOLDS, METHODS, PAPER_THRESHOLDS
+from eml_core.methods import DEFAULT_METHODS
 from eml_core.models import resolve_device
+from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS
 from tasks.configs import LocalizationConfig, validated
 from tasks.localization import (embed_shard, load_dataset, localize_shard, make_pairs,
                                 read_embeddings, shards)
@@ -34,7 +35,7 @@ def evaluate_localization(
     dataset: str = "synthetic",
     model: str = "mobilenet_v2:gap_fc",
     out: str = "runs/localization",
-    methods: list[str] = list(METHODS),
+    methods: list[str] = list(DEFAULT_METHODS),
     splits: list[str] = ["train", "test"],
     localize_splits: list[str] | None = None,
     pairing: str = "nearest",

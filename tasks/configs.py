@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eml_core.datasets import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
-from eml_core.localization import FINE_THRESHOLDS, METHODS
+from eml_core.methods import DEFAULT_METHODS, REGISTRY
+from eml_core.sweep import FINE_THRESHOLDS
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -86,7 +87,7 @@ class LocalizationConfig(FlowConfig):
     dataset: str = "synthetic"
     model: str = "mobilenet_v2:gap_fc"
     out: str = "runs/localization"
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     splits: tuple[str, ...] = SPLITS
     localize_splits: tuple[str, ...] | None = None
     pairing: str = "nearest"
@@ -126,7 +127,7 @@ class LocalizationConfig(FlowConfig):
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _choices(value, METHODS, "method")
+        return _choices(value, tuple(REGISTRY), "method")
 
     @field_validator("splits")
     @classmethod

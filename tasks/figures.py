@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from eml_core.images import load_image
-from eml_core.localization import normalised_at_image_size, sweep_thresholds
-from eml_core.presentation import overlay
+from eml_core.presentation import normalised_at_image_size, overlay
+from eml_core.sweep import sweep_thresholds
 
 
 def accuracy_plot(summary: pd.DataFrame, title: str) -> bytes:

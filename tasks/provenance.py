@@ -9,9 +9,11 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from eml_core.weights import sha256_of
+
 # The modules whose code decides a shard's result: changing any of them invalidates cached shards.
 _RESULT_MODULES = ("decomposition", "position_embeddings", "gradcam", "presentation", "localization", "sampling",
-                   "retrieval", "models", "heads", "images", "datasets")
+                   "retrieval", "models", "heads", "images", "datasets", "sweep", "methods", "feature_maps", "batches")
 
 
 @lru_cache(maxsize=None)
@@ -26,21 +28,13 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_fingerprint(spec: str) -> str:
     """Checkpoint file hash; for a ``package.module:factory`` spec, a hash of the spec and the factory module's
     source (editing the factory invalidates cached results); for ``backbone:head``, of the spec itself
     (deterministic from its seed, with the library's code version in every cache key besides)."""
     path = Path(spec)
     if path.is_file():
-        return file_sha256(path)
+        return sha256_of(path)
     digest = hashlib.sha256(f"spec:{spec}".encode())
     module_name, _, function = spec.partition(":")
     if function and "." in module_name:

@@ -10,9 +10,10 @@ import torch
 
 from eml_core.datasets import Dataset, ErrorRecord
 from eml_core.errors import EmlError
-from eml_core.localization import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy, pair_maps
+from eml_core.localization import pair_maps
 from eml_core.models import resolve_device
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
+from eml_core.sweep import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy
 from eml_core.tables import frame
 from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.configs import LocalizationConfig

@@ -8,7 +8,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from eml_core.localization import FINE_THRESHOLDS, METHODS, PAPER_THRESHOLDS
+from eml_core.methods import DEFAULT_METHODS as METHODS
+from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS
 from eml_core.tables import SCHEMAS
 from tasks.results import ResultsLocation
 

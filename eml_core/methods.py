@@ -1,0 +1,92 @@
+r"""The registry of overall-map methods: one entry per method, used by localization, ``eml explain`` and studies.
+
+An entry names the method as results tables do (``decomposition``), as the paper
+does ("Decomposition"), and reads the method's raw maps off a
+:class:`~eml_core.decomposition.PairExplanation`: one explanation (one backbone
+pass per image) serves every method. Adding a method is adding one
+``@register(...)`` function here; nothing else dispatches on method names.
+
+Maps are raw, signed, at feature resolution: ``{"query": (B, hq, wq), "retrieved": (B, hr, wr)}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from eml_core.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from eml_core.decomposition import PairExplanation
+
+SIDES = ("query", "retrieved")
+SideMaps = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MapMethod:
+    """One overall-map method."""
+
+    name: str                 # as in results tables and on the command line
+    paper_name: str           # as the paper writes it
+    compute: Callable[["PairExplanation"], SideMaps]
+    description: str          # the equation, from the compute function's docstring
+    point_specific: bool      # whether the method also has point-specific maps (the decomposition family)
+
+
+REGISTRY: dict[str, MapMethod] = {}
+
+
+def register(name: str, paper_name: str, point_specific: bool = False):
+    """Decorator: add ``compute(explanation) -> {side: maps}`` to the registry under ``name``."""
+
+    def add(compute: Callable[["PairExplanation"], SideMaps]) -> Callable[["PairExplanation"], SideMaps]:
+        if name in REGISTRY:
+            raise ValueError(f"map method {name!r} is registered twice")
+        REGISTRY[name] = MapMethod(name, paper_name, compute, " ".join((compute.__doc__ or "").split()), point_specific)
+        return compute
+
+    return add
+
+
+def get_method(name: str) -> MapMethod:
+    if name not in REGISTRY:
+        raise ArgumentError("methods", f"unknown method {name!r}; choose from {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def method_maps(explanation: "PairExplanation", methods=None) -> dict[str, SideMaps]:
+    """Raw overall maps ``{method: {side: (B, h, w)}}`` of an explanation, for each named method."""
+    return {name: get_method(name).compute(explanation) for name in (methods or DEFAULT_METHODS)}
+
+
+@register("gradcam", "Grad-CAM")
+def gradcam(explanation: "PairExplanation") -> SideMaps:
+    """Grad-CAM for metric learning on the cosine similarity: alpha_k = mean_p dS/dA_{k,p},
+    map[p] = sum_k alpha_k A_{k,p} (paper Section V)."""
+    return explanation.grad_cam(normalised=True)
+
+
+@register("gradcam_nonorm", "Grad-CAM (no norm)")
+def gradcam_nonorm(explanation: "PairExplanation") -> SideMaps:
+    """Grad-CAM with S replaced by the dot product E_q . E_r; with a GAP head it equals Decomposition+Bias
+    (paper Appendix A)."""
+    return explanation.grad_cam(normalised=False)
+
+
+@register("decomposition", "Decomposition", point_specific=True)
+def decomposition(explanation: "PairExplanation") -> SideMaps:
+    """O_q[p] = F^q_p . (sum_x F^r_x) / Z: the point-to-point matrix summed over the partner image, ReLU applied
+    after the sum (at presentation)."""
+    return {side: explanation.overall(side, bias=False) for side in SIDES}
+
+
+@register("decomposition_bias", "Decomposition+Bias", point_specific=True)
+def decomposition_bias(explanation: "PairExplanation") -> SideMaps:
+    """O_q[p] = F^q_p . E_r / Z: the partner's whole embedding, bias included (paper Eq. 5)."""
+    return {side: explanation.overall(side, bias=True) for side in SIDES}
+
+
+DEFAULT_METHODS: tuple[str, ...] = tuple(REGISTRY)
