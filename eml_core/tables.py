@@ -1,4 +1,4 @@
-"""Stable, documented schemas of the Parquet tables a run writes (see docs/results.md).
+"""Stable, documented schemas of every Parquet table eml writes (described in docs/results.md).
 
 Every table is built through :func:`frame`, which fixes column order and types,
 so a table has the same schema whether it holds zero rows or a million.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
+
+from eml_core.errors import EmlError
 
 SCHEMAS: dict[str, pa.Schema] = {
     # one row per (pair, side, method, threshold)
@@ -50,16 +52,35 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def frame(name: str, rows) -> pd.DataFrame:
-    """A DataFrame with exactly the columns and dtypes of schema ``name`` (missing optional values -> null)."""
+class TableSchemaError(EmlError):
+    """Rows do not have exactly the columns of their table's schema."""
+
+
+def frame(name: str, rows, source: str | None = None) -> pd.DataFrame:
+    """A DataFrame with exactly the columns (in order) and dtypes of schema ``name``.
+
+    ``rows`` (dicts or a DataFrame) must carry every column of the schema and no
+    other: a misspelt or forgotten column is an error here, never a silently
+    empty column in a published table. No rows at all is an empty table.
+    """
     schema = SCHEMAS[name]
     data = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
-    for column in schema.names:
-        if column not in data.columns:
-            data[column] = None
-    table = pa.Table.from_pandas(data[schema.names], schema=schema, preserve_index=False)
+    if len(data.columns) == 0 and len(data) == 0:
+        return schema.empty_table().to_pandas()
+    unknown = [c for c in data.columns if c not in schema.names]
+    missing = [c for c in schema.names if c not in data.columns]
+    if unknown or missing:
+        where = f"{source}: " if source else ""
+        raise TableSchemaError(f"{where}table {name!r}: " + "; ".join(
+            part for part in (f"unknown column(s) {', '.join(map(str, unknown))}" if unknown else "",
+                              f"missing column(s) {', '.join(missing)}" if missing else "") if part))
+    try:
+        table = pa.Table.from_pandas(data[schema.names], schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        where = f"{source}: " if source else ""
+        raise TableSchemaError(f"{where}table {name!r}: values do not fit the schema ({error})") from None
     return table.to_pandas()
 
 
-def to_arrow(name: str, data: pd.DataFrame) -> pa.Table:
+def to_arrow(name: str, data) -> pa.Table:
     return pa.Table.from_pandas(frame(name, data), schema=SCHEMAS[name], preserve_index=False)

@@ -13,7 +13,7 @@ from eml_core.methods import DEFAULT_METHODS
 from eml_core.tables import frame
 from flows.evaluate_localization import evaluate_localization
 from tasks.provenance import model_fingerprint
-from tasks.results import ResultsLocation
+from eml_core.results import ResultsLocation
 
 
 def model_name(spec: str) -> str:

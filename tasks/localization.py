@@ -27,7 +27,7 @@ from eml_core.models import model_from_spec, resolve_device
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.configs import LocalizationConfig
 from tasks.provenance import code_version, content_key, model_fingerprint
-from tasks.results import ResultsLocation
+from eml_core.results import ResultsLocation
 
 
 @lru_cache(maxsize=4)

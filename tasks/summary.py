@@ -19,7 +19,7 @@ from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.configs import LocalizationConfig
 from tasks.localization import cached_model, read_embeddings
 from tasks.provenance import code_version, git_commit, model_fingerprint, versions
-from tasks.results import ResultsLocation
+from eml_core.results import ResultsLocation
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
           "errors")

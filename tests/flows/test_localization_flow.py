@@ -11,7 +11,7 @@ import pytest
 from eml_core.methods import DEFAULT_METHODS as METHODS
 from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS
 from eml_core.tables import SCHEMAS
-from tasks.results import ResultsLocation
+from eml_core.results import ResultsLocation
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
           "errors")

@@ -139,7 +139,7 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
     """Bad images (bomb, zero-byte, truncated, 1x1, ...) inside a dataset: each is an errors row, the run
     completes and writes every table (before the fix a decompression bomb ended the run with nothing written)."""
     from flows.evaluate_localization import evaluate_localization
-    from tasks.results import ResultsLocation
+    from eml_core.results import ResultsLocation
 
     root = tmp_path / "data"
     cub = root / "CUB_200_2011"
