@@ -149,15 +149,19 @@ class ResultsLocation:
 
     # --- formats -------------------------------------------------------------------------------
     def write_table(self, relative: str, name: str, data) -> str:
-        """Write Parquet with the fixed schema ``name`` (an unknown or missing column is an error)."""
+        """Write Parquet with the fixed schema ``name`` (an unknown or missing column is an error).
+
+        Every data page carries a CRC-32 (``write_page_checksum``), checked on reading: a flipped byte inside a
+        page is an error, not a silently different number.
+        """
         buffer = io.BytesIO()
-        pq.write_table(to_arrow(name, data), buffer)
+        pq.write_table(to_arrow(name, data), buffer, write_page_checksum=True)
         return self.write_bytes(relative, buffer.getvalue())
 
     def read_table(self, relative: str, name: str | None = None) -> pd.DataFrame:
         """Read a Parquet table; with ``name``, checked against (and cast to) that schema."""
         try:
-            table = pq.read_table(io.BytesIO(self.read_bytes(relative))).to_pandas()
+            table = pq.read_table(io.BytesIO(self.read_bytes(relative)), page_checksum_verification=True).to_pandas()
         except ResultsError:
             raise
         except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a corrupt file

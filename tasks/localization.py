@@ -5,7 +5,8 @@ benchmark calls them directly to measure orchestration overhead); the ``@task``
 objects below wrap them one to one. Shards are cached *in the results location*:
 a shard's files carry a key hashing the checkpoint, the shard's items, the
 method, the parameters and the code version, so a rerun after a crash (or on a
-finished run) skips every shard whose files exist — on a local folder or S3 alike.
+finished run) skips every shard whose files exist and read back whole — on a local folder or S3 alike
+(a damaged cached file is recomputed and noted as a warning: :mod:`tasks.shard_cache`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.configs import LocalizationConfig
 from tasks.provenance import code_version, content_key, model_fingerprint
 from eml_core.results import ResultsLocation
+from tasks.shard_cache import EMBEDDINGS, ShardCache
 
 
 @lru_cache(maxsize=4)
@@ -53,18 +55,19 @@ def run_load_dataset(spec: str) -> Dataset:
 
 
 def run_embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
-    """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there."""
+    """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there, whole."""
     store = ResultsLocation(out)
     fingerprint = model_fingerprint(model_spec)
     key = content_key("embed", fingerprint, code_version(), [item_signature(i) for i in items])
     path = f"shards/embeddings/shard-{index:04d}-{key}.npz"
     errors_path = f"shards/errors/embed-{index:04d}-{key}.parquet"
-    if store.exists(path) and store.exists(errors_path):
+    cache = ShardCache(store, "embed")
+    if all([cache.usable(path, EMBEDDINGS), cache.usable(errors_path, "errors")]):  # both checked, both noted
         return {"path": path, "errors_path": errors_path, "computed": False}
     device = resolve_device(device)
     model = cached_model(model_spec, fingerprint, device)
     kept, embeddings, errors = embed_items(model, items, device=device)
-    store.write_table(errors_path, "errors", _errors_frame(errors))
+    store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
     buffer = io.BytesIO()
     np.savez(buffer, image_ids=np.array([i.image_id for i in kept], dtype=str), embeddings=embeddings.numpy())
     store.write_bytes(path, buffer.getvalue())
@@ -120,15 +123,16 @@ def localize_key(model_spec: str, pairs: list[Pair], method: str, config: Locali
 def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
     """Maps and threshold sweep of one shard of pairs -> one Parquet file per method (+ errors).
 
-    Methods whose file already exists are not recomputed; the backbone runs once
-    for all the missing ones.
+    Methods whose file already exists (and reads back whole) are not recomputed;
+    the backbone runs once for all the missing ones.
     """
     store = ResultsLocation(out)
     paths = {m: f"shards/localization/{m}/shard-{index:04d}-{localize_key(model_spec, pairs, m, config)}.parquet"
              for m in config.methods}
     errors_path = f"shards/errors/localize-{index:04d}-{content_key(sorted(paths.values()))}.parquet"
-    missing = [m for m, p in paths.items() if not store.exists(p)]
-    if not missing and store.exists(errors_path):
+    cache = ShardCache(store, "localize")
+    missing = [m for m, p in paths.items() if not cache.usable(p, "localization_items")]
+    if cache.usable(errors_path, "errors") and not missing:
         return {"paths": paths, "errors_path": errors_path, "computed": [], "seconds": 0.0}
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -137,7 +141,7 @@ def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int,
                                   connectivity=config.connectivity, batch_size=config.batch_size, device=device,
                                   sides=config.sides)
     # errors first: a shard counts as finished only once every method file exists
-    store.write_table(errors_path, "errors", _errors_frame(errors))
+    store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
     frame = pd.DataFrame(rows)
     for method in missing:
         part = frame[frame["method"] == method] if len(frame) else frame

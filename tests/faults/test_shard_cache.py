@@ -1,0 +1,150 @@
+"""Damaged cached shard files are recomputed, overwritten and reported, never trusted (no Prefect needed).
+
+Each case damages one file of a finished shard the way a power loss, a full disk or a stray edit would, reruns
+the shard task, and checks the file now holds exactly what a clean computation wrote, the undamaged files were
+left alone, and the shard's errors file carries one warning naming the damaged file.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eml_core.tables import frame
+from tasks.localization import (LocalizationConfig, read_embeddings, run_embed_shard, run_localize_shard,
+                                run_make_pairs)
+from eml_core.results import ResultsLocation
+from tests.hostile.harness import record
+
+TINY = "tests.conftest:tiny"
+
+
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _parquet_of_another_table() -> bytes:
+    buffer = io.BytesIO()
+    frame("retrieval_metrics", []).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+DAMAGE = {
+    "zero-byte": lambda data: b"",
+    "truncated": lambda data: data[:len(data) // 2],
+    "garbage": lambda data: random.Random(len(data)).randbytes(len(data)),
+    "flipped bytes inside": lambda data: data[:100] + bytes(b ^ 0x5A for b in data[100:110]) + data[110:],
+    "other table's schema": lambda data: _parquet_of_another_table(),
+    "npz without embeddings": lambda data: _npz(image_ids=np.array(["1"])),
+    "npz of inconsistent lengths": lambda data: _npz(image_ids=np.array(["1", "2"]),
+                                                     embeddings=np.zeros((3, 5), np.float32)),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_shards(tiny_synthetic, tmp_path_factory):
+    """One finished embed shard and one finished localize shard, computed once; each test works on a copy."""
+    out = tmp_path_factory.mktemp("shards") / "run"
+    items = tiny_synthetic.items[:4]
+    config = LocalizationConfig(model=TINY, out=str(out), methods=("gradcam", "decomposition"), device="cpu",
+                                thresholds=(0.2, 0.5))
+    embedded = run_embed_shard(str(out), TINY, items, 0, "cpu")
+    pairs, _ = run_make_pairs(items, read_embeddings(str(out), [embedded["path"]]), "nearest", 0,
+                              ("train", "test"))
+    localized = run_localize_shard(str(out), TINY, pairs, 0, config)
+    assert embedded["computed"] and localized["computed"] == ["gradcam", "decomposition"]
+    return out, items, pairs, config, embedded, localized
+
+
+def _copy(finished_shards, tmp_path):
+    out, items, pairs, config, embedded, localized = finished_shards
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    config = LocalizationConfig(**{**config.to_dict(), "out": str(copy)})
+    return copy, items, pairs, config, embedded, localized
+
+
+CASES = [  # (which file, damage, words expected in the warning)
+    ("embeddings", "zero-byte", "(empty file, 0 bytes)"),
+    ("embeddings", "truncated", "BadZipFile"),
+    ("embeddings", "garbage", "not an .npz archive (no zip signature)"),
+    ("embeddings", "flipped bytes inside", "Bad CRC-32"),
+    ("embeddings", "npz without embeddings", "KeyError"),
+    ("embeddings", "npz of inconsistent lengths", "(2 image ids for 3 embeddings)"),
+    ("embed errors", "zero-byte", "(empty file, 0 bytes)"),
+    ("localization", "zero-byte", "(empty file, 0 bytes)"),
+    ("localization", "truncated", "Parquet magic bytes not found"),
+    ("localization", "garbage", "Parquet magic bytes not found"),
+    ("localization", "flipped bytes inside", "rror"),
+    ("localization", "other table's schema", "are not those of the localization_items table"),
+    ("localize errors", "truncated", "Parquet magic bytes not found"),
+]
+
+
+@pytest.mark.parametrize("target, damage, words", CASES, ids=[f"{t}-{d}" for t, d, _ in CASES])
+def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_shards, tmp_path, target, damage,
+                                                                      words):
+    out, items, pairs, config, embedded, localized = _copy(finished_shards, tmp_path)
+    store = ResultsLocation(str(out))
+    relative = {"embeddings": embedded["path"], "embed errors": embedded["errors_path"],
+                "localization": localized["paths"]["decomposition"],
+                "localize errors": localized["errors_path"]}[target]
+    clean = store.read_bytes(relative)
+    (out / relative).write_bytes(DAMAGE[damage](clean))
+    untouched = {p: (out / p).stat().st_mtime_ns for p in store.list("shards") if p != relative}
+
+    if target.startswith("embed"):
+        result = run_embed_shard(str(out), TINY, items, 0, "cpu")
+        assert result["computed"] is True
+        errors_path = result["errors_path"]
+        with np.load(io.BytesIO(store.read_bytes(result["path"]))) as now, np.load(io.BytesIO(
+                (finished_shards[0] / result["path"]).read_bytes())) as before:
+            assert (now["image_ids"] == before["image_ids"]).all()
+            np.testing.assert_array_equal(now["embeddings"], before["embeddings"])
+    else:
+        result = run_localize_shard(str(out), TINY, pairs, 0, config)
+        assert result["computed"] == ([] if target == "localize errors" else ["decomposition"])
+        errors_path = result["errors_path"]
+        for path in result["paths"].values():
+            pd.testing.assert_frame_equal(store.read_table(path), ResultsLocation(str(finished_shards[0]))
+                                          .read_table(path))
+    # the rest was kept: all but the damaged file and the shard's errors file (which now carries the warning);
+    # an embed shard is one computation, so its embeddings are rewritten with its errors file
+    rewritten = {errors_path} | ({embedded["path"]} if target.startswith("embed") else set())
+    kept = set(untouched) - rewritten
+    assert len(kept) == len(untouched) - len(rewritten - {relative})
+    assert {p: (out / p).stat().st_mtime_ns for p in kept} == {p: untouched[p] for p in kept}
+
+    errors = store.read_table(errors_path)
+    warnings = errors[errors["severity"] == "warning"]
+    assert list(warnings["file"]) == [store.location_of(relative)]
+    problem = warnings["problem"].iloc[0]
+    assert problem.startswith("cached shard unreadable (") and problem.endswith("): recomputed"), problem
+    assert words in problem, problem
+    assert len(errors) - len(warnings) == len(ResultsLocation(str(finished_shards[0])).read_table(errors_path))
+
+    # the repaired shard is cached again, and its warning stays on record with it
+    again = (run_embed_shard(str(out), TINY, items, 0, "cpu") if target.startswith("embed")
+             else run_localize_shard(str(out), TINY, pairs, 0, config))
+    assert again["computed"] in (False, [])
+    assert store.read_table(errors_path).equals(errors)
+    record("localization shard tasks", f"cached {target} file damaged: {damage}", "survived", kind="fault")
+
+
+def test_a_read_failure_is_not_mistaken_for_damage(finished_shards, tmp_path, monkeypatch):
+    """Only bytes that do not decode count as damaged; an I/O error fails the task instead of recomputing."""
+    out, items, *_ = _copy(finished_shards, tmp_path)
+
+    def unreadable(self, relative):
+        raise PermissionError(f"{relative}: permission denied")
+
+    monkeypatch.setattr(ResultsLocation, "read_bytes", unreadable)
+    with pytest.raises(PermissionError, match="permission denied"):
+        run_embed_shard(str(out), TINY, items, 0, "cpu")
