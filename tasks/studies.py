@@ -9,7 +9,7 @@ from amt.analysis import analyse_folder
 from amt.build import build_study
 from amt.collect import collect
 from amt.gateway import Gateway, mturk_client, study_mode
-from amt.hosting import upload_stimuli, url_lookup
+from amt.hosting import stage_stimuli
 from amt.ledger import Ledger
 from amt.study import load_study
 
@@ -20,10 +20,9 @@ def run_build(definition: str, folder: str) -> dict:
 
 
 def run_launch(folder: str, live: bool = False, client=None, s3_client=None) -> dict:
-    ledger = Ledger.load(folder)
-    upload_stimuli(ledger, s3_client)
+    """Budget check, then upload, then HITs: all under the study lock (see ``Gateway.launch``)."""
     gateway = Gateway(client or mturk_client(live), live=live)
-    return gateway.launch(ledger, url_lookup(ledger))
+    return gateway.launch(folder, stage_stimuli=stage_stimuli(s3_client))
 
 
 def run_collect(folder: str, live: bool = False, client=None) -> dict:
