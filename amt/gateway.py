@@ -178,11 +178,21 @@ class Gateway:
                 if launch.get(key) is not None and launch[key] != now:
                     raise BudgetError(f"{ledger.folder}: the ledger's {key} ({now}) differs from the launched HIT "
                                       f"type's ({launch[key]}); the ledger was edited after launch")
+        check_cap(study, self.live, hits=len(ledger.hits))  # before any AWS call
+        if launch is not None and any(not h.get("hit_id") for h in ledger.hits):
+            # A resume: HITs created just before a crash may be missing from the ledger, and MTurk forgets
+            # request tokens after 24 h. Adopt them by their build-unique annotation first, so that neither
+            # the balance check nor the creation below counts them again.
+            known = self._hits_by_annotation()
+            for hit in ledger.hits:
+                if not hit.get("hit_id") and hit["annotation"] in known:
+                    hit.update({"hit_id": known[hit["annotation"]], "hit_type_id": launch["hit_type_id"],
+                                "status": "launched", "live": self.live})
+                    ledger.save()
         missing = [h for h in ledger.hits if not h.get("hit_id")]
         estimate = self.check_budget(study, hits=len(ledger.hits), remaining_hits=len(missing))
         if stage_stimuli is not None:
             image_url = stage_stimuli(ledger)
-        resuming = launch is not None
         if launch is None:
             participated = self.participation_qualification() if study.qualifications.exclude_previous else None
             hit_type = self.client.create_hit_type(
@@ -197,18 +207,10 @@ class Gateway:
             ledger.data["launches"].append(launch)
             ledger.save()
         created = 0
-        # On a resume, HITs created just before a crash may be missing from the ledger, and MTurk forgets
-        # request tokens after 24 h: look them up by their build-unique annotation before creating anything.
-        known = self._hits_by_annotation() if resuming and missing else {}
         for hit in ledger.hits:
             if hit.get("hit_id"):
                 continue
             annotation = hit["annotation"]
-            if annotation in known:
-                hit.update({"hit_id": known[annotation], "hit_type_id": launch["hit_type_id"], "status": "launched",
-                            "live": self.live})
-                ledger.save()
-                continue
             items = ledger.items_of_hit(hit["index"])
             question = html_question(study, items, image_url)
             try:

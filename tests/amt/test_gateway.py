@@ -92,8 +92,8 @@ def test_crashed_launch_resumes_without_duplicates(study_copy, monkeypatch):
     # the second HIT had in fact been created before the connection broke: MTurk answers the same token with
     # an error naming it; the relaunch records that HIT and creates nothing twice
     with Stubber(client) as stubber:
-        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
         stubber.add_response("list_hits", {"HITs": [], "NumResults": 0}, {"MaxResults": 100})
+        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
         stubber.add_client_error("create_hit_with_hit_type", service_error_code="RequestError",
                                  service_message="AWS.MechanicalTurk.HitAlreadyExists: The HIT "
                                                  "HIT1BBBBBBBBBBBBBBBBBBBBBBBBBB already exists for this token",
@@ -112,13 +112,13 @@ def test_resume_finds_hits_by_annotation_after_mturk_forgot_the_token(study_copy
                                     "participated_qualification": None}]
         ledger.hits[0]["hit_id"] = "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"
     with Stubber(client) as stubber:
-        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
         stubber.add_response("list_hits", {"HITs": [{"HITId": "OTHERAAAAAAAAAAAAAAAAAAAAAAAAA",
                                                      "RequesterAnnotation": "another-study:x:1"}],
                                            "NextToken": "more", "NumResults": 1})
         stubber.add_response("list_hits", {"HITs": [{"HITId": "HIT1CCCCCCCCCCCCCCCCCCCCCCCCCC",
                                                      "RequesterAnnotation": ledger.hits[1]["annotation"]}],
                                            "NumResults": 1}, {"NextToken": "more", "MaxResults": 100})
+        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})  # for what is still missing
         result = Gateway(client, log=lambda *_: None).launch(study_copy, URL)
         stubber.assert_no_pending_responses()  # found, so never created again
     assert result["created"] == 0 and Ledger.load(study_copy).hits[1]["hit_id"] == "HIT1CCCCCCCCCCCCCCCCCCCCCCCCCC"
