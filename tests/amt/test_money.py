@@ -166,15 +166,16 @@ def test_nothing_is_uploaded_when_the_budget_refuses(tmp_path, s3_endpoint):
     from amt.hosting import stage_stimuli
 
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="eml-stimuli")
-    folder = make_ledger(tmp_path / "study", budget_usd=0.5)  # 2 HITs x 3 x $0.60 = $3.60
+    s3.create_bucket(Bucket="eml-budget-refusal")  # a bucket of its own: the S3 server is shared by the session
+    hosting = {"bucket": "eml-budget-refusal", "prefix": "studies", "url_mode": "public"}
+    folder = make_ledger(tmp_path / "study", budget_usd=0.5, stimuli=hosting)  # 2 HITs x 3 x $0.60 = $3.60
     with pytest.raises(BudgetError, match="exceeds the budget cap"):
         Gateway(FakeMTurk(), log=lambda *_: None).launch(folder, stage_stimuli=stage_stimuli(s3))
-    assert s3.list_objects_v2(Bucket="eml-stimuli").get("KeyCount", 0) == 0
-    folder = make_ledger(tmp_path / "poor", budget_usd=10.0)
+    assert s3.list_objects_v2(Bucket="eml-budget-refusal").get("KeyCount", 0) == 0
+    folder = make_ledger(tmp_path / "poor", budget_usd=10.0, stimuli=hosting)
     with pytest.raises(BudgetError, match="exceeds the account balance"):
         Gateway(FakeMTurk(balance="1.00"), log=lambda *_: None).launch(folder, stage_stimuli=stage_stimuli(s3))
-    assert s3.list_objects_v2(Bucket="eml-stimuli").get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket="eml-budget-refusal").get("KeyCount", 0) == 0
     assert "stimulus_urls" not in Ledger.load(folder).data
 
 
