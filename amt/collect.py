@@ -146,16 +146,24 @@ ASSIGNMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FEEDBACK = 1024  # MTurk's limit on RequesterFeedback
 
 
-def reject(client, folder: str | Path, assignment_id: str, reason: str) -> None:
-    """Reject an assignment; MTurk shows the worker the reason, so one is required (at most 1024 characters)."""
+def check_rejection(assignment_id: str, reason: str) -> str:
+    """The reason to send (stripped); StudyError for an id that is not an MTurk assignment id or a reason that
+    is blank or over MTurk's 1024 characters. Checked before any AWS client exists."""
     if not isinstance(assignment_id, str) or not ASSIGNMENT_ID.match(assignment_id):
         raise StudyError(f"reject: {str(assignment_id)[:80]!r} is not an MTurk assignment id "
                          f"(letters, digits, '-' and '_', at most 64)")
-    if not reason or not reason.strip():
+    if not isinstance(reason, str) or not reason.strip():
         raise StudyError("reject: a reason for the worker is required")
     if len(reason.strip()) > MAX_FEEDBACK:
         raise StudyError(f"reject: the reason is {len(reason.strip())} characters; MTurk takes at most {MAX_FEEDBACK}")
+    return reason.strip()
+
+
+def reject(client, folder: str | Path, assignment_id: str, reason: str) -> None:
+    """Reject an assignment; MTurk shows the worker the reason, so one is required (at most 1024 characters).
+    Under the study lock: a collect running meanwhile finishes first, and neither loses the other's update."""
+    reason = check_rejection(assignment_id, reason)
     with Ledger.update(folder) as ledger:
-        client.reject_assignment(AssignmentId=assignment_id, RequesterFeedback=reason.strip())
+        client.reject_assignment(AssignmentId=assignment_id, RequesterFeedback=reason)
         ledger.data.setdefault("review", {}).pop(assignment_id, None)
-        ledger.data.setdefault("rejected", {})[assignment_id] = reason.strip()
+        ledger.data.setdefault("rejected", {})[assignment_id] = reason

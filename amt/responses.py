@@ -58,13 +58,15 @@ def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> Path:
 
 def read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:
     """A study table (empty when absent); StudyError naming the file when it is unreadable or of another schema."""
+    from amt.study import StudyError, one_line
+
+    if path.exists() and not path.is_file():
+        raise StudyError(f"{path}: is not a file")
     if not path.is_file():
         return as_table([], schema)
     try:
         return as_table(pd.read_parquet(path), schema)
     except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as error:
-        from amt.study import StudyError, one_line
-
         raise StudyError(one_line(f"{path}: not a readable {'responses' if 'answer_raw' in schema.names else 'errors'}"
                                   f" table ({type(error).__name__}: {str(error)[:200]})")) from None
 

@@ -255,8 +255,9 @@ def run_study_command(args) -> None:
             if args.delete:
                 print(f"deleted {gateway.delete(args.folder)} HITs")
         elif args.study_command == "reject":
-            from amt.collect import reject
+            from amt.collect import check_rejection, reject
 
+            check_rejection(args.assignment, args.reason)  # before any AWS client
             reject(mturk_client(args.live), args.folder, args.assignment, args.reason)
             print(f"rejected {args.assignment}")
 
