@@ -96,12 +96,14 @@ def _collect(client, ledger: Ledger, approve: bool, log) -> dict:
             try:
                 answers = parse_answer_xml(assignment.get("Answer", ""))
             except (ElementTree.ParseError, ValueError, AttributeError, TypeError, RecursionError) as error:
-                new_problems.append(_problem("collect", assignment_id, f"unreadable answer document ({error})"))
-                continue
-            rows, problems = answer_rows(ledger, hit["index"], answers, source="mturk", assignment_id=assignment_id,
-                                         worker_id=assignment["WorkerId"], hit_id=hit["hit_id"],
-                                         accept_time=assignment.get("AcceptTime"),
-                                         submit_time=assignment.get("SubmitTime"))
+                # held for review like any malformed answer: left alone, MTurk would auto-approve it
+                rows, problems = [], [_problem("collect", assignment_id,
+                                               f"unreadable answer document ({str(error)[:200]})")]
+            else:
+                rows, problems = answer_rows(ledger, hit["index"], answers, source="mturk",
+                                             assignment_id=assignment_id, worker_id=assignment["WorkerId"],
+                                             hit_id=hit["hit_id"], accept_time=assignment.get("AcceptTime"),
+                                             submit_time=assignment.get("SubmitTime"))
             new_problems += problems
             before = len(responses)
             responses, duplicates = merge_responses(responses, rows)

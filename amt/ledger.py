@@ -40,14 +40,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from amt.study import FieldProblem, Study, StudyError, _known_study_fields, describe_error, first_error, one_line
+from amt.study import FieldProblem, Study, StudyError, known_study_fields, describe_error, first_error, one_line
 from eml_core.atomic import write_bytes_atomic
 
 LEDGER_FILE = "ledger.json"
 LOCK_FILE = ".study.lock"
 MAX_LEDGER_BYTES = 256 << 20
 
-Hex = lambda n: Annotated[StrictStr, Field(pattern=f"^[0-9a-f]{{{n}}}$")]  # noqa: E731
+Salt = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{32}$")]
+BuildId = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{12}$")]
+RequestToken = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{40}$")]
+WorkerHash = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{16}$")]
 ItemId = Annotated[StrictStr, Field(pattern=r"^i-[0-9a-f]{12}$")]
 StimulusName = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{32}\.png$")]
 MTurkId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]  # HIT, HIT type, assignment, qualification
@@ -78,7 +81,7 @@ class LedgerItem(_Record):
 
 class LedgerHit(_Record):
     index: Annotated[StrictInt, Field(ge=0)]
-    unique_request_token: Hex(40)
+    unique_request_token: RequestToken
     annotation: Text
     hit_id: MTurkId | None
     status: Literal["built", "launched", "expired", "deleted"]
@@ -106,15 +109,15 @@ class LedgerRecord(_Record):
     """The schema of ``ledger.json``."""
 
     study: Study
-    salt: Hex(32)
-    build_id: Hex(12)
+    salt: Salt
+    build_id: BuildId
     items: list[LedgerItem]
     hits: list[LedgerHit]
     launches: list[Launch]
     stimulus_urls: dict[StimulusName, Annotated[StrictStr, Field(pattern=r"^https?://", max_length=8192)]] = {}
     review: dict[MTurkId, Review] = {}          # assignments held: failed a catch trial or malformed
     rejected: dict[MTurkId, Text] = {}          # assignment -> the reason the worker was shown
-    qualified_workers: list[Hex(16)] = []       # salted worker hashes given the participation qualification
+    qualified_workers: list[WorkerHash] = []       # salted worker hashes given the participation qualification
     lab_tokens: list[LabToken] = []             # secret links of lab participants
 
     def check_consistency(self) -> None:
@@ -208,7 +211,7 @@ def _validated(data, where: str) -> LedgerRecord:
         record = LedgerRecord.model_validate(data)
     except ValidationError as error:
         raise StudyError(one_line(f"{where}: corrupt ledger: "
-                                  f"{describe_error(first_error(error), _known_study_fields(('study',)))}")) from None
+                                  f"{describe_error(first_error(error), known_study_fields(('study',)))}")) from None
     except FieldProblem as problem:  # the study's own cross-field checks
         raise StudyError(one_line(f"{where}: corrupt ledger: field 'study.{problem.field}': "
                                   f"{problem.problem}")) from None

@@ -276,7 +276,7 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _known_study_fields(prefix: tuple = ()) -> dict:
+def known_study_fields(prefix: tuple = ()) -> dict:
     known = {prefix: sorted(set(Study.model_fields) - {"path"})}
     for name, model in _SUBMODELS.items():
         known[(*prefix, name)] = sorted(model.model_fields)
@@ -292,7 +292,7 @@ def study_from_dict(raw, where: str = "study") -> Study:
     try:
         return Study.model_validate({**raw, "path": str(where)})
     except ValidationError as error:
-        raise StudyError(one_line(f"{where}: {describe_error(first_error(error), _known_study_fields())}")) from None
+        raise StudyError(one_line(f"{where}: {describe_error(first_error(error), known_study_fields())}")) from None
     except FieldProblem as problem:
         raise StudyError(one_line(f"{where}: field {problem.field!r}: {problem.problem}")) from None
 
@@ -311,7 +311,8 @@ def _mapping_without_duplicates(loader, node, deep=False):
         try:
             duplicate = key in seen
         except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, "found an unhashable key", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, "found an unhashable key",
+                                                    key_node.start_mark) from None
         if duplicate:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_short.repr(key)}",
                                                     key_node.start_mark)
@@ -336,7 +337,7 @@ def parse_definition(text: str, is_json: bool, where: str):
     try:
         if is_json:
             return json.loads(text, object_pairs_hook=_json_object)
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no tags that run code
     except json.JSONDecodeError as error:
         raise StudyError(f"{where}: not valid JSON (line {error.lineno}: {error.msg})") from None
     except yaml.YAMLError as error:

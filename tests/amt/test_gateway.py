@@ -232,12 +232,13 @@ def test_collect_approves_holds_records_problems_and_never_duplicates(study_copy
         stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-TWICE-0", "RequesterFeedback": ANY})
         stubber.add_response("list_assignments_for_hit", {"Assignments": hit1, "NumResults": 2})
         stubber.add_response(*qualify)  # WORKER3, then held: malformed answers
+        stubber.add_response(*qualify)  # WORKER4, then held: an unreadable answer document (never auto-approved)
         first = collect(client, study_copy, log=lambda *_: None)
         stubber.assert_no_pending_responses()
     responses = pd.read_parquet(study_copy / "responses.parquet")
     errors = pd.read_parquet(study_copy / "errors.parquet")
-    assert first["approved"] == 2 and first["held_for_review"] == 2
-    assert set(Ledger.load(study_copy).data["review"]) == {"ASSIGN-FAIL-0", "ASSIGN-BAD-1"}
+    assert first["approved"] == 2 and first["held_for_review"] == 3
+    assert set(Ledger.load(study_copy).data["review"]) == {"ASSIGN-FAIL-0", "ASSIGN-BAD-1", "ASSIGN-XML-1"}
     assert not responses["assignment_id"].eq("ASSIGN-TWICE-0").any()  # the worker's second answers don't count
     problems = " | ".join(errors["problem"])
     assert "already answered item" in problems and "unknown HIT HITOTHER" in problems

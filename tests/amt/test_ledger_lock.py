@@ -126,7 +126,7 @@ def test_nested_updates_share_one_ledger_and_a_failed_block_saves_nothing(tmp_pa
     with pytest.raises(ZeroDivisionError):
         with Ledger.update(folder) as ledger:
             ledger.data["lab_tokens"].append("c" * 20)
-            1 / 0
+            raise ZeroDivisionError("a step failed half-way")
     assert Ledger.load(folder).data["lab_tokens"] == ["a" * 20, "b" * 20]
 
 

@@ -475,3 +475,55 @@ def test_hostile_amounts_never_commit_more_than_the_cap(reward, bonus, budget, p
         assert fake.committed() <= Decimal(repr(budget))
     assert all(Decimal(t["Reward"]) == Decimal(repr(reward)) for t in fake.hit_types.values())
     record("MTurk gateway (launch)", case, outcome)
+
+
+# --- workers' answers (MTurk collection) --------------------------------------------------------------
+def _xml(inner: str, doctype: str = "") -> str:
+    return (f'<?xml version="1.0"?>{doctype}<QuestionFormAnswers><Answer><QuestionIdentifier>taskAnswers'
+            f'</QuestionIdentifier><FreeText>{inner}</FreeText></Answer></QuestionFormAnswers>')
+
+
+def _entity_bomb() -> str:
+    entities = '<!ENTITY a "aaaaaaaaaa">' + "".join(
+        f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9))
+    return _xml("&j;", f"<!DOCTYPE l [{entities}]>")
+
+
+HOSTILE_ANSWERS = {
+    "entity expansion bomb": _entity_bomb(),
+    "external entity (XXE)": _xml("&x;", '<!DOCTYPE l [<!ENTITY x SYSTEM "file:///etc/passwd">]>'),
+    "JSON nested 100000 deep": _xml("[" * 100_000 + "]" * 100_000),
+    "taskAnswers entries that are not objects": _xml("[1, 2, 3]"),
+    "two radio values chosen": _xml(json.dumps([{"q0": {"2": True, "1": True}}])),
+    "5000 unknown fields": _xml(json.dumps([{f"field{n}": "2" for n in range(5000)}])),
+    "a 10000-character answer": _xml(json.dumps([{"q0": "2" * 10_000}])),
+    "answers out of range": _xml(json.dumps([{"q0": "3", "q1": "-7"}])),
+    "not XML at all": "{'q0': 2}",
+    "empty answer document": "",
+    "answer document is null": None,
+}
+
+
+def test_hostile_answer_documents_become_errors_rows(tmp_path):
+    from amt.collect import collect
+    from amt.responses import RESPONSES_SCHEMA, read_parquet
+
+    folder = make_ledger(tmp_path / "study")
+    with Ledger.update(folder) as ledger:
+        ledger.hits[0].update(hit_id="HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", status="launched")
+        ledger.data["launches"] = [{"live": False, "hit_type_id": "T1", "participated_qualification": "QP1"}]
+    fake = FakeMTurk()
+    fake.assignments["HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"] = [
+        {"AssignmentId": f"ASSIGN{n}", "WorkerId": f"WORKER{n}", "HITId": "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA",
+         "AssignmentStatus": "Submitted", "Answer": document}
+        for n, document in enumerate(HOSTILE_ANSWERS.values())]
+    summary = collect(fake, folder, log=lambda *_: None)
+    errors = pd.read_parquet(folder / "errors.parquet")
+    responses = read_parquet(folder / "responses.parquet", RESPONSES_SCHEMA)
+    assert not fake.approved and summary["held_for_review"] == len(HOSTILE_ANSWERS)
+    assert set(responses["answer_raw"]) <= {"2", "1", "0", "-1", "-2"}
+    assert not responses.astype(str).apply(lambda column: column.str.contains("root:")).any().any()
+    assert errors["problem"].str.len().max() < 400  # no worker-sized text copied into the table
+    for n, case in enumerate(HOSTILE_ANSWERS):
+        assert (errors["item"] == f"ASSIGN{n}").any(), case
+        record("MTurk collect (workers' answers)", case, "errors_row")
