@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from eml_core.atomic import write_bytes_atomic
+
 CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"), (-2, "clearly_less"))
 LABELS = {"clearly_more": "clearly more", "slightly_more": "slightly more", "equally": "equally",
           "slightly_less": "slightly less", "clearly_less": "clearly less"}
@@ -160,24 +162,52 @@ def bar_chart(summary: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def known_item_responses(responses: pd.DataFrame, ledger) -> tuple[pd.DataFrame, list[dict]]:
+    """The responses to items of the ledger, and one problem per unknown item whose answers were left out.
+
+    A responses table can hold answers to items the ledger does not have (a table copied from another
+    study, or a folder rebuilt by an older version): counting them would mix studies, so they are left
+    out and reported.
+    """
+    known = {item["item_id"] for item in ledger.items}
+    stray = responses[~responses["item_id"].isin(known)]
+    problems = [{"stage": "analyze", "item": str(item_id), "file": "responses.parquet", "line": None,
+                 "problem": f"{len(group)} answer(s) to item {str(item_id)[:64]!r}, which is not in the study's "
+                            f"ledger, were left out of the analysis", "severity": "error"}
+                for item_id, group in stray.groupby(stray["item_id"].astype(str))]
+    return responses[responses["item_id"].isin(known)], problems
+
+
 def analyse_folder(folder, seed: int = 0) -> dict:
     """Read a study folder's responses, write ``study_summary.parquet``, ``worker_patterns.parquet`` and
-    ``study_summary.png``; returns the tables."""
+    ``study_summary.png``; returns the tables. Answers to items not in the ledger are left out and recorded
+    in the study's ``errors.parquet``."""
     from pathlib import Path
 
-    from amt.ledger import Ledger
-    from amt.responses import RESPONSES_SCHEMA, read_parquet, write_parquet
+    from amt.ledger import Ledger, study_lock
+    from amt.responses import RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, as_table, read_parquet, write_parquet
+    from amt.study import StudyError
 
     folder = Path(folder)
     ledger = Ledger.load(folder)
     responses = read_parquet(folder / "responses.parquet", RESPONSES_SCHEMA)
     if responses.empty:
-        from amt.study import StudyError
-
         raise StudyError(f"{folder}: no responses yet; collect (or serve) first")
+    responses, problems = known_item_responses(responses, ledger)
+    if problems:
+        with study_lock(folder):  # errors.parquet is shared with collect and the lab server
+            errors = read_parquet(folder / "errors.parquet", STUDY_ERRORS_SCHEMA)
+            seen = set(zip(errors["item"], errors["problem"]))
+            fresh = [p for p in problems if (p["item"], p["problem"]) not in seen]
+            if fresh:
+                write_parquet(folder / "errors.parquet", pd.concat([errors, as_table(fresh, STUDY_ERRORS_SCHEMA)],
+                                                                   ignore_index=True), STUDY_ERRORS_SCHEMA)
+    if responses.empty:
+        raise StudyError(f"{folder}: none of the responses answers an item of this study's ledger "
+                         f"({len(problems)} unknown items recorded in errors.parquet)")
     held = set(ledger.data.get("review", {})) | set(ledger.data.get("rejected", {}))
     summary, workers = summarise(responses, ledger.data["study"], seed, excluded_assignments=held)
     write_parquet(folder / "study_summary.parquet", summary, SUMMARY_SCHEMA)
     write_parquet(folder / "worker_patterns.parquet", workers, WORKERS_SCHEMA)
-    (folder / "study_summary.png").write_bytes(bar_chart(summary))
-    return {"summary": summary, "workers": workers}
+    write_bytes_atomic(folder / "study_summary.png", bar_chart(summary))
+    return {"summary": summary, "workers": workers, "errors": problems}

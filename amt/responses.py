@@ -12,8 +12,6 @@ method: +2 = first method clearly more reasonable), ``catch_expected`` (A | B),
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 from pathlib import Path
@@ -40,18 +38,6 @@ STUDY_ERRORS_SCHEMA = pa.schema([
 ])
 
 
-@contextlib.contextmanager
-def responses_lock(folder: Path):
-    """An exclusive lock (across processes) for read-modify-write of a study's tables."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".responses.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def worker_hash(salt: str, worker_id: str) -> str:
     return hashlib.sha256(f"{salt}:{worker_id}".encode()).hexdigest()[:16]
 
@@ -71,7 +57,18 @@ def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> Path:
 
 
 def read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:
-    return as_table(pd.read_parquet(path), schema) if path.is_file() else as_table([], schema)
+    """A study table (empty when absent); StudyError naming the file when it is unreadable or of another schema."""
+    from amt.study import StudyError, one_line
+
+    if path.exists() and not path.is_file():
+        raise StudyError(f"{path}: is not a file")
+    if not path.is_file():
+        return as_table([], schema)
+    try:
+        return as_table(pd.read_parquet(path), schema)
+    except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as error:
+        raise StudyError(one_line(f"{path}: not a readable {'responses' if 'answer_raw' in schema.names else 'errors'}"
+                                  f" table ({type(error).__name__}: {str(error)[:200]})")) from None
 
 
 def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, source: str, assignment_id: str,
@@ -81,8 +78,9 @@ def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, sour
     first = ledger.data["study"]["methods"][0]
     rows, problems = [], []
     expected_fields = {f"q{i['position']}" for i in items}
-    for unknown in sorted(set(answers) - expected_fields):
-        problems.append(_problem("collect", assignment_id, f"answer field {unknown!r} matches no item of HIT {hit_index}"))
+    for unknown in sorted(set(answers) - expected_fields)[:20]:  # a hostile answer may carry thousands of fields
+        problems.append(_problem("collect", assignment_id,
+                                 f"answer field {unknown[:60]!r} matches no item of HIT {hit_index}"))
     worker = worker_hash(ledger.salt, worker_id)
     seconds = None
     if accept_time is not None and submit_time is not None:
@@ -92,7 +90,8 @@ def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, sour
         raw = answers.get(field)
         if raw not in ANSWER_VALUES:
             problems.append(_problem("collect", assignment_id,
-                                     f"item {item['item_id']} ({field}): malformed or missing answer {raw!r}"))
+                                     f"item {item['item_id']} ({field}): malformed or missing answer "
+                                     f"{(raw if raw is None else str(raw)[:60])!r}"))
             continue
         score = int(raw)
         if item["is_catch"]:

@@ -232,62 +232,89 @@ def _check_output_file(path: str, argument: str) -> None:
 
 
 def run_study_command(args) -> None:
-    from amt.analysis import analyse_folder
-    from amt.gateway import Gateway, mturk_client
+    """``eml study ...``. Bad input of any kind (definition files, study folders, corrupt ledgers or tables,
+    ports, assignment ids) ends in one StudyError line (exit 2); MTurk is only reached once the local
+    checks pass (ledger, mode, bucket, budget cap)."""
+    from amt.study import StudyError, one_line
 
-    if args.study_command != "build":
-        from amt.gateway import study_mode
-        from amt.ledger import Ledger
+    def run() -> None:
+        from amt.analysis import analyse_folder
+        from amt.gateway import Gateway, check_cap, mturk_client
 
-        ledger = Ledger.load(args.folder)  # a clear error now, before a flow (and its server) starts
-        if args.study_command in ("collect", "expire", "reject"):
-            study_mode(ledger, args.live)  # talk to MTurk where the study was launched
-    if args.study_command == "build":
-        from tasks.studies import run_build
+        if args.study_command != "build":
+            from amt.gateway import study_mode
+            from amt.ledger import Ledger
 
-        result = run_build(args.definition, args.out)
-        print(f"built {result['items']} items in {result['hits']} HITs into {args.out} (no AWS call made); "
-              f"review {args.out}/hits/*.html")
-    elif args.study_command == "launch":
-        _prefect_environment()
-        from flows.studies import launch_study
+            ledger = Ledger.load(args.folder)  # a clear error now, before a flow (and its server) starts
+            if args.study_command in ("launch", "collect", "expire", "reject"):
+                study_mode(ledger, args.live)  # talk to MTurk where the study was launched
+        if args.study_command == "build":
+            from tasks.studies import run_build
 
-        result = launch_study(args.folder, live=args.live)
-        print(f"{'LIVE' if args.live else 'sandbox'}: {result['hits']} HITs ({result['created']} created now), "
-              f"estimated ${result['estimate']['total_usd']:.2f}")
-    elif args.study_command == "collect":
-        _prefect_environment()
-        from flows.studies import collect_study
+            result = run_build(args.definition, args.out)
+            print(f"built {result['items']} items in {result['hits']} HITs into {args.out} (no AWS call made); "
+                  f"review {args.out}/hits/*.html")
+        elif args.study_command == "launch":
+            from amt.hosting import require_bucket
 
-        print(collect_study(args.folder, live=args.live))
-    elif args.study_command == "analyze":
-        from flows.studies import study_markdown
+            require_bucket(ledger)
+            check_cap(ledger.study_definition(), args.live, hits=len(ledger.hits))  # before any AWS call
+            _prefect_environment()
+            from flows.studies import launch_study
 
-        print(study_markdown(analyse_folder(args.folder)["summary"]))
-    elif args.study_command == "serve":
-        import time as _time
+            result = launch_study(args.folder, live=args.live)
+            print(f"{'LIVE' if args.live else 'sandbox'}: {result['hits']} HITs ({result['created']} created now), "
+                  f"estimated ${result['estimate']['total_usd']:.2f}")
+        elif args.study_command == "collect":
+            _prefect_environment()
+            from flows.studies import collect_study
 
-        from amt.lab import LabServer
+            print(collect_study(args.folder, live=args.live))
+        elif args.study_command == "analyze":
+            from flows.studies import study_markdown
 
-        server = LabServer(args.folder, port=args.port)
-        links = server.add_participants(args.participants)
-        server.start()
-        print("participant links:\n" + "\n".join(links) + "\n(Ctrl-C to stop)")
-        try:
-            while True:
-                _time.sleep(1)
-        except KeyboardInterrupt:
-            server.stop()
-    elif args.study_command == "expire":
-        gateway = Gateway(mturk_client(args.live), live=args.live)
-        print(f"expired {gateway.expire(ledger)} HITs")
-        if args.delete:
-            print(f"deleted {gateway.delete(ledger)} HITs")
-    elif args.study_command == "reject":
-        from amt.collect import reject
+            result = analyse_folder(args.folder)
+            if result["errors"]:
+                print(f"{len(result['errors'])} problems recorded in {Path(args.folder) / 'errors.parquet'}",
+                      file=sys.stderr)
+            print(study_markdown(result["summary"]))
+        elif args.study_command == "serve":
+            import time as _time
 
-        reject(mturk_client(args.live), args.folder, args.assignment, args.reason)
-        print(f"rejected {args.assignment}")
+            from amt.lab import LabServer
+
+            server = LabServer(args.folder, port=args.port)
+            try:
+                links = server.add_participants(args.participants)
+            except BaseException:
+                server.stop()
+                raise
+            server.start()
+            print("participant links:\n" + "\n".join(links) + "\n(Ctrl-C to stop)")
+            try:
+                while True:
+                    _time.sleep(1)
+            except KeyboardInterrupt:
+                server.stop()
+        elif args.study_command == "expire":
+            gateway = Gateway(mturk_client(args.live), live=args.live)
+            print(f"expired {gateway.expire(args.folder)} HITs")
+            if args.delete:
+                print(f"deleted {gateway.delete(args.folder)} HITs")
+        elif args.study_command == "reject":
+            from amt.collect import check_rejection, reject
+
+            check_rejection(args.assignment, args.reason)  # before any AWS client
+            reject(mturk_client(args.live), args.folder, args.assignment, args.reason)
+            print(f"rejected {args.assignment}")
+
+    try:
+        run()
+    except EmlError as error:
+        raise StudyError(one_line(str(error))) from None
+    except OSError as error:  # a folder that is a file, a name too long, a full disk...
+        where = f"{error.filename}: " if error.filename else ""
+        raise StudyError(one_line(f"{where}{error.strerror or error}")) from None
 
 
 def run_demo(out: Path, explain_model: str = DEMO_MODEL) -> None:

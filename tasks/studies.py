@@ -9,7 +9,7 @@ from amt.analysis import analyse_folder
 from amt.build import build_study
 from amt.collect import collect
 from amt.gateway import Gateway, mturk_client, study_mode
-from amt.hosting import upload_stimuli, url_lookup
+from amt.hosting import stage_stimuli
 from amt.ledger import Ledger
 from amt.study import load_study, study_from_dict
 
@@ -24,10 +24,9 @@ def run_build(definition: str, folder: str, source: str | None = None) -> dict:
 
 
 def run_launch(folder: str, live: bool = False, client=None, s3_client=None) -> dict:
-    ledger = Ledger.load(folder)
-    upload_stimuli(ledger, s3_client)
+    """Budget check, then upload, then HITs: all under the study lock (see ``Gateway.launch``)."""
     gateway = Gateway(client or mturk_client(live), live=live)
-    return gateway.launch(ledger, url_lookup(ledger))
+    return gateway.launch(folder, stage_stimuli=stage_stimuli(s3_client))
 
 
 def run_collect(folder: str, live: bool = False, client=None) -> dict:

@@ -45,7 +45,7 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
     assert collected["approved"] == 1 and collected["responses"] == len(ledger.items_of_hit(0))
 
     # analysis of a full (simulated) study in the same folder
-    simulate().to_parquet(study_copy / "responses.parquet")
+    simulate(ledger=ledger).to_parquet(study_copy / "responses.parquet")
     result = analyze_study(str(study_copy))
     assert result["summary"].iloc[0]["workers_total"] == 60
     assert (study_copy / "study_summary.png").stat().st_size > 1000
