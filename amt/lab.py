@@ -240,10 +240,10 @@ class LabServer:
         if not lengths:
             self._refuse(handler, HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
             return None
-        if len(lengths) != 1 or not CONTENT_LENGTH.match(lengths[0].strip()):
+        if len(lengths) != 1 or not CONTENT_LENGTH.match(lengths[0].strip(" \t")):  # HTTP whitespace only
             self._refuse(handler, HTTPStatus.BAD_REQUEST, "Content-Length must be one non-negative whole number")
             return None
-        length = int(lengths[0].strip())
+        length = int(lengths[0].strip(" \t"))
         if length > MAX_BODY_BYTES:  # answered before reading any of it; the connection is then closed
             self._refuse(handler, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"at most {MAX_BODY_BYTES} bytes")
             return None

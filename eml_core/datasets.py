@@ -387,15 +387,18 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     return Dataset(name, str(root), items, errors)
 
 
-def check_dataset_spec(spec: str) -> None:
-    """Fail fast (before any flow starts) on a malformed spec or a missing dataset folder."""
+def check_dataset_spec(spec: str, must_exist: bool = True) -> None:
+    """Fail fast (before any flow starts) on a malformed spec or, with ``must_exist``, a missing dataset folder
+    (a deployment's spec names a folder on the worker, checked there)."""
+    if not isinstance(spec, str):
+        raise DatasetError(f"dataset spec {spec!r}: expected a string")
     kind, _, argument = spec.partition(":")
     if kind == "synthetic":
         return
     if kind not in ("cub", "folder") or not argument:
         raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")
     root = Path(argument.partition(",")[0])
-    if not root.is_dir():
+    if must_exist and not root.is_dir():
         raise DatasetError(f"dataset spec {spec!r}: folder {root} does not exist")
 
 

@@ -493,8 +493,11 @@ def is_factory_spec(spec: str) -> bool:
     return bool(sep) and function.isidentifier() and all(part.isidentifier() for part in module_name.split("."))
 
 
-def check_model_spec(spec: str, factory: str | None = None) -> None:
-    """Cheap checks of a spec before a flow starts: names, file existence, factory trust. Builds nothing."""
+def check_model_spec(spec: str, factory: str | None = None, must_exist: bool = True) -> None:
+    """Cheap checks of a spec before a flow starts: names, file existence, factory trust. Builds nothing.
+
+    Without ``must_exist`` only the form is checked (a deployment's checkpoint path names a file on the
+    worker, checked there)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelError(f"model spec {spec!r}: expected a non-empty string")
     left, sep, right = spec.partition(":")
@@ -509,6 +512,8 @@ def check_model_spec(spec: str, factory: str | None = None) -> None:
         return
     if sep and right in HEAD_KINDS:
         raise ModelError(f"model spec {spec!r}: unknown backbone {left!r}; choose one of {', '.join(BACKBONES)}")
+    if not must_exist and ("/" in spec or spec.endswith((".pt", ".pth"))):
+        return
     if Path(spec).exists():
         raise ModelError(f"model spec {spec!r}: is not a file")
     raise ModelError(

@@ -1,8 +1,8 @@
-"""Shard-level work of the localization evaluation, as plain functions and as Prefect tasks.
+"""Shard-level work of the localization evaluation, as Prefect tasks.
 
-Each ``run_*`` function is the whole work of one step and needs no Prefect (the
-benchmark calls them directly to measure orchestration overhead); the ``@task``
-objects below wrap them one to one. Shards are cached *in the results location*:
+Each task is the whole work of one step; ``task.fn(...)`` calls it as a plain
+function with no Prefect (the benchmark does, to measure orchestration
+overhead). Prefect's own result cache is off (``NO_CACHE``): shards are cached *in the results location*:
 a shard's files carry a key hashing the checkpoint, the shard's items, the
 method, the parameters and the code version, so a rerun after a crash (or on a
 finished run) skips every shard whose files exist and read back whole — on a local folder or S3 alike
@@ -47,14 +47,16 @@ def _errors_frame(errors: list[ErrorRecord]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# plain functions
+# tasks (tag "gpu": a work pool can route them to GPU workers; CUDA is used when present)
 
 
-def run_load_dataset(spec: str) -> Dataset:
+@task(name="load-dataset", cache_policy=NO_CACHE)
+def load_dataset(spec: str) -> Dataset:
     return dataset_from_spec(spec)
 
 
-def run_embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
+@task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)
+def embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
     """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there, whole."""
     store = ResultsLocation(out)
     fingerprint = model_fingerprint(model_spec)
@@ -84,7 +86,8 @@ def read_embeddings(out: str, paths: list[str]) -> dict[str, np.ndarray]:
     return found
 
 
-def run_make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: str, seed: int,
+@task(name="make-pairs", cache_policy=NO_CACHE)
+def make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: str, seed: int,
                    splits: tuple[str, ...]) -> tuple[list[Pair], list[ErrorRecord]]:
     """One pair per embedded image with a box, within its class and split."""
     errors = []
@@ -120,7 +123,8 @@ def localize_key(model_spec: str, pairs: list[Pair], method: str, config: Locali
                        list(config.thresholds), config.connectivity, list(config.sides))
 
 
-def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
+@task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)
+def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
     """Maps and threshold sweep of one shard of pairs -> one Parquet file per method (+ errors).
 
     Methods whose file already exists (and reads back whole) are not recomputed;
@@ -148,13 +152,3 @@ def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int,
         store.write_table(paths[method], "localization_items", part)
     return {"paths": paths, "errors_path": errors_path, "computed": missing,
             "seconds": time.perf_counter() - started}
-
-
-# ---------------------------------------------------------------------------------------------
-# Prefect tasks (tag "gpu": the work pool can route them to GPU workers; CUDA is used when present)
-
-# Prefect's own result cache is off (NO_CACHE): the shard cache lives in the results location instead.
-load_dataset = task(name="load-dataset", cache_policy=NO_CACHE)(run_load_dataset)
-embed_shard = task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)(run_embed_shard)
-make_pairs = task(name="make-pairs", cache_policy=NO_CACHE)(run_make_pairs)
-localize_shard = task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)(run_localize_shard)

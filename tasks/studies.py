@@ -14,7 +14,8 @@ from amt.ledger import Ledger
 from amt.study import load_study, study_from_dict
 
 
-def run_build(definition: str, folder: str, source: str | None = None) -> dict:
+@task(name="build-study", cache_policy=NO_CACHE)
+def build(definition: str, folder: str, source: str | None = None) -> dict:
     """Build a study; ``source`` replaces the definition's source run (the demo builds from its own --out)."""
     study = load_study(definition)
     if source is not None:
@@ -23,18 +24,19 @@ def run_build(definition: str, folder: str, source: str | None = None) -> dict:
     return {"folder": folder, "items": len(ledger.items), "hits": len(ledger.hits)}
 
 
-def run_launch(folder: str, live: bool = False, client=None, s3_client=None) -> dict:
+@task(name="launch-study", cache_policy=NO_CACHE)
+def launch(folder: str, live: bool = False, client=None, s3_client=None) -> dict:
     """Budget check, then upload, then HITs: all under the study lock (see ``Gateway.launch``)."""
     gateway = Gateway(client or mturk_client(live), live=live)
     return gateway.launch(folder, stage_stimuli=stage_stimuli(s3_client))
 
 
-def run_collect(folder: str, live: bool = False, client=None) -> dict:
+@task(name="collect-study", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def collect_responses(folder: str, live: bool = False, client=None) -> dict:
     live = study_mode(Ledger.load(folder), live)  # collect where the study was launched
     return collect(client or mturk_client(live), folder)
 
 
-build_task = task(name="build-study", cache_policy=NO_CACHE)(run_build)
-launch_task = task(name="launch-study", cache_policy=NO_CACHE)(run_launch)
-collect_task = task(name="collect-study", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)(run_collect)
-analyze_task = task(name="analyze-study", cache_policy=NO_CACHE)(analyse_folder)
+@task(name="analyze-study", cache_policy=NO_CACHE)
+def analyze(folder: str) -> dict:
+    return analyse_folder(folder)

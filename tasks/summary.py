@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from eml_core.datasets import Dataset, ErrorRecord
 from eml_core.errors import EmlError
@@ -37,7 +39,8 @@ def retrieval_table(model_name: str, dataset: Dataset, embeddings: dict[str, np.
     return frame("retrieval_metrics", rows)
 
 
-def run_summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: list[dict], pairs: list[Pair],
+@task(name="summarise", cache_policy=NO_CACHE)
+def summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: list[dict], pairs: list[Pair],
                   pair_errors: list[ErrorRecord], localize_outputs: list[dict], started: float,
                   example_pairs: int = 4) -> dict:
     store = ResultsLocation(config.out)

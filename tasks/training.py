@@ -16,7 +16,8 @@ from eml_core.training import TrainingConfig, train_model
 from tasks.provenance import code_version, git_commit, versions
 
 
-def run_train(dataset: Dataset, config: TrainingConfig, checkpoint: str, device: str = "auto") -> dict:
+@task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)
+def train_model_task(dataset: Dataset, config: TrainingConfig, checkpoint: str, device: str = "auto") -> dict:
     """Train on the train split, save the checkpoint atomically, return the report."""
     device = resolve_device(device)
     model, report = train_model(dataset.split("train"), config, device=device)
@@ -35,5 +36,3 @@ def run_train(dataset: Dataset, config: TrainingConfig, checkpoint: str, device:
             "errors": [e.to_dict() for e in report.errors + dataset.errors],
             "retrieval_metrics": frame("retrieval_metrics", pd.DataFrame(metrics))}
 
-
-train_task = task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)(run_train)

@@ -25,7 +25,10 @@ def run_flow(dataset_root, out) -> dict:
     """The localization flow in this process (under the session's Prefect test harness)."""
     from flows.evaluate_localization import evaluate_localization
 
-    return evaluate_localization(dataset=f"cub:{dataset_root}", model=TINY, out=str(out), shard_size=SHARD_SIZE)
+    from tasks.configs import LocalizationConfig
+
+    return evaluate_localization(LocalizationConfig(dataset=f"cub:{dataset_root}", model=TINY, out=str(out),
+                                                    shard_size=SHARD_SIZE))
 
 
 def tables(out) -> dict[str, pd.DataFrame]:

@@ -21,7 +21,10 @@ TINY = "tests.conftest:tiny"
 def _run(root, out, **options):
     from flows.evaluate_localization import evaluate_localization
 
-    return evaluate_localization(dataset=f"cub:{root}", model=TINY, out=str(out), shard_size=4, **options)
+    from tasks.configs import LocalizationConfig
+
+    return evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model=TINY, out=str(out), shard_size=4,
+                                                    **options))
 
 
 def _tables(out) -> dict[str, pd.DataFrame]:
@@ -131,17 +134,19 @@ def test_train_and_diagnose_flows(prefect_harness, tiny_synthetic_root, tmp_path
     from eml_core import load_model
     from flows.diagnose import diagnose_models
     from flows.train import train
+    from tasks.configs import DiagnoseConfig, TrainConfig
 
     checkpoints = []
     for loss in ("multi_similarity", "triplet"):
         path = tmp_path / f"{loss}.pt"
-        result = train(dataset=f"cub:{tiny_synthetic_root}", checkpoint=str(path), loss=loss, epochs=2,
-                       embedding_dim=16)
+        result = train(TrainConfig(dataset=f"cub:{tiny_synthetic_root}", checkpoint=str(path),
+                                   training={"loss": loss, "epochs": 2, "embedding_dim": 16}))
         assert load_model(path).config["training"]["loss"] == loss
         assert set(result["retrieval_metrics"]["k"]) == {1, 2, 4, 8}
         checkpoints.append(str(path))
-    table = diagnose_models(dataset=f"cub:{tiny_synthetic_root}", models=checkpoints, out=str(tmp_path / "diag"),
-                            methods=["decomposition", "gradcam"], shard_size=8)
+    table = diagnose_models(DiagnoseConfig(dataset=f"cub:{tiny_synthetic_root}", models=checkpoints,
+                                           out=str(tmp_path / "diag"), methods=("decomposition", "gradcam"),
+                                           shard_size=8))
     assert list(table.columns) == SCHEMAS["diagnosis"].names
     assert len(table) == 4 and set(table["model"]) == {"multi_similarity", "triplet"}
     reference = table[table["model"] == "multi_similarity"]

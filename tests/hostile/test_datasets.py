@@ -139,6 +139,7 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
     """Bad images (bomb, zero-byte, truncated, 1x1, ...) inside a dataset: each is an errors row, the run
     completes and writes every table (before the fix a decompression bomb ended the run with nothing written)."""
     from flows.evaluate_localization import evaluate_localization
+    from tasks.configs import LocalizationConfig
     from eml_core.results import ResultsLocation
 
     root = tmp_path / "data"
@@ -163,8 +164,9 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
                       ("split", "train_test_split.txt")):
         lines = (cub / name).read_text().splitlines()
         (cub / name).write_text("\n".join(lines + extra[key]) + "\n")
-    result = evaluate_localization(dataset=f"cub:{root}", model="tests.conftest:tiny", out=str(tmp_path / "run"),
-                                   shard_size=5, methods=["decomposition"])
+    result = evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model="tests.conftest:tiny",
+                                                      out=str(tmp_path / "run"), shard_size=5,
+                                                      methods=("decomposition",)))
     store = ResultsLocation(str(tmp_path / "run"))
     errors = store.read_table("errors.parquet")
     items = store.read_table("localization_items.parquet")

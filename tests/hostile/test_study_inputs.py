@@ -355,7 +355,7 @@ def test_hostile_command_arguments(tmp_path):
          "not a number of participants"),
         ("serve", ["study", "serve", str(folder), "--port", "70000"], "port 70000", "is not a TCP port"),
         ("serve", ["study", "serve", str(folder), "--port", "-1"], "port -1", "is not a TCP port"),
-        ("serve", ["study", "serve", str(folder), "--port", "eighty"], "port not a number", "invalid int value"),
+        ("serve", ["study", "serve", str(folder), "--port", "eighty"], "port not a number", "is not a valid integer"),
         ("analyze", ["study", "analyze", str(folder)], "no responses yet", "no responses yet"),
     ]
     for command, argv, case, expected in cases:
