@@ -33,32 +33,11 @@ import pyarrow as pa
 from scipy import stats
 
 from eml_core.atomic import write_bytes_atomic
+from eml_core.tables import ANSWER_CATEGORIES, SCHEMAS, frame
 
-CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"), (-2, "clearly_less"))
+CATEGORIES = ANSWER_CATEGORIES
 LABELS = {"clearly_more": "clearly more", "slightly_more": "slightly more", "equally": "equally",
           "slightly_less": "slightly less", "clearly_less": "clearly less"}
-
-SUMMARY_SCHEMA = pa.schema([
-    ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),
-    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("workers_total", pa.int64()),
-    ("answers_excluded", pa.int64()), ("target_workers", pa.int64()), ("target_met", pa.bool_()),
-    *[(f"share_{name}", pa.float64()) for _, name in CATEGORIES],
-    ("mean_score", pa.float64()), ("mean_score_ci_items_low", pa.float64()), ("mean_score_ci_items_high", pa.float64()),
-    ("mean_score_ci_workers_low", pa.float64()), ("mean_score_ci_workers_high", pa.float64()),
-    ("prefer_first_share", pa.float64()), ("prefer_first_ci_items_low", pa.float64()),
-    ("prefer_first_ci_items_high", pa.float64()), ("prefer_first_ci_workers_low", pa.float64()),
-    ("prefer_first_ci_workers_high", pa.float64()),
-    ("answers_positive", pa.int64()), ("answers_negative", pa.int64()),
-    ("sign_test_items_positive", pa.int64()), ("sign_test_items_negative", pa.int64()), ("sign_test_p", pa.float64()),
-    ("wilcoxon_items_p", pa.float64()), ("catch_answers", pa.int64()), ("catch_failure_rate", pa.float64()),
-    ("workers_failing_catch", pa.int64()), ("straightliners", pa.int64()),
-])
-WORKERS_SCHEMA = pa.schema([
-    ("study_id", pa.string()), ("worker_hash", pa.string()), ("answers", pa.int64()), ("catch_answers", pa.int64()),
-    ("catch_failed", pa.int64()), ("most_common_answer", pa.string()), ("most_common_share", pa.float64()),
-    ("straightlining", pa.bool_()), ("mean_work_seconds", pa.float64()),
-])
-
 
 def _bootstrap(values: pd.Series, groups: pd.Series, statistic, rng: np.random.Generator, resamples: int = 2000):
     """Percentile 95% CI of ``statistic`` resampling whole groups (items or workers) with replacement."""
@@ -85,7 +64,7 @@ def worker_patterns(responses: pd.DataFrame, study_id: str) -> pd.DataFrame:
                      "straightlining": bool(len(group) >= 5 and share >= 0.9),
                      "mean_work_seconds": float(group["work_seconds"].mean()) if group["work_seconds"].notna().any()
                      else None})
-    return pd.DataFrame(rows, columns=WORKERS_SCHEMA.names)
+    return pd.DataFrame(rows, columns=SCHEMAS["worker_patterns"].names)
 
 
 def summarise(responses: pd.DataFrame, study: dict, seed: int = 0, excluded_assignments=(),
@@ -132,7 +111,7 @@ def summarise(responses: pd.DataFrame, study: dict, seed: int = 0, excluded_assi
             scores, groups, np.mean, rng)
         row[f"prefer_first_ci_{label}_low"], row[f"prefer_first_ci_{label}_high"] = _bootstrap(
             scores, groups, lambda v: float((v > 0).mean()), rng)
-    return pd.DataFrame([row], columns=SUMMARY_SCHEMA.names), workers
+    return pd.DataFrame([row], columns=SCHEMAS["study_summary"].names), workers
 
 
 def bar_chart(summary: pd.DataFrame) -> bytes:
@@ -185,29 +164,28 @@ def analyse_folder(folder, seed: int = 0) -> dict:
     from pathlib import Path
 
     from amt.ledger import Ledger, study_lock
-    from amt.responses import RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, as_table, read_parquet, write_parquet
+    from amt.responses import read_study_table, write_study_table
     from amt.study import StudyError
 
     folder = Path(folder)
     ledger = Ledger.load(folder)
-    responses = read_parquet(folder / "responses.parquet", RESPONSES_SCHEMA)
+    responses = read_study_table(folder, "responses")
     if responses.empty:
         raise StudyError(f"{folder}: no responses yet; collect (or serve) first")
     responses, problems = known_item_responses(responses, ledger)
     if problems:
         with study_lock(folder):  # errors.parquet is shared with collect and the lab server
-            errors = read_parquet(folder / "errors.parquet", STUDY_ERRORS_SCHEMA)
+            errors = read_study_table(folder, "errors")
             seen = set(zip(errors["item"], errors["problem"]))
             fresh = [p for p in problems if (p["item"], p["problem"]) not in seen]
             if fresh:
-                write_parquet(folder / "errors.parquet", pd.concat([errors, as_table(fresh, STUDY_ERRORS_SCHEMA)],
-                                                                   ignore_index=True), STUDY_ERRORS_SCHEMA)
+                write_study_table(folder, "errors", pd.concat([errors, frame("errors", fresh)], ignore_index=True))
     if responses.empty:
         raise StudyError(f"{folder}: none of the responses answers an item of this study's ledger "
                          f"({len(problems)} unknown items recorded in errors.parquet)")
     held = set(ledger.data.get("review", {})) | set(ledger.data.get("rejected", {}))
     summary, workers = summarise(responses, ledger.data["study"], seed, excluded_assignments=held)
-    write_parquet(folder / "study_summary.parquet", summary, SUMMARY_SCHEMA)
-    write_parquet(folder / "worker_patterns.parquet", workers, WORKERS_SCHEMA)
+    write_study_table(folder, "study_summary", summary)
+    write_study_table(folder, "worker_patterns", workers)
     write_bytes_atomic(folder / "study_summary.png", bar_chart(summary))
     return {"summary": summary, "workers": workers, "errors": problems}

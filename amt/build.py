@@ -21,7 +21,6 @@ of other classes.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,8 @@ from amt.ledger import LEDGER_FILE, Ledger, study_lock, unique_request_token
 from amt.stimuli import overall_map_stimulus, retrieval_stimulus, save_stimulus, synthetic_map
 from amt.study import Study, StudyError, one_line
 from eml_core.atomic import write_bytes_atomic
+from eml_core.errors import EmlError
+from eml_core.results import ResultsLocation
 
 RANKINGS_COLUMNS = ("query_id", "query_image", "box_x0", "box_y0", "box_x1", "box_y1", "method", "rank",
                     "gallery_id", "gallery_image", "score")
@@ -51,19 +52,20 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec
 
-    run = Path(study.source)
-    manifest_path, items_path = run / "manifest.json", run / "localization_items.parquet"
-    for path in (manifest_path, items_path):
-        if not path.is_file():
-            raise StudyError(f"{study.path}: field 'source': {path} missing (expected a localization results run)")
+    run = ResultsLocation(study.source)  # a local folder or s3://bucket/prefix
+    manifest_path = run.location_of("manifest.json")
+    for relative in ("manifest.json", "localization_items.parquet"):
+        if not run.exists(relative):
+            raise StudyError(f"{study.path}: field 'source': {run.location_of(relative)} missing "
+                             f"(expected a localization results run)")
     unknown = [m for m in study.methods if m not in REGISTRY]
     if unknown:
         raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods ({', '.join(REGISTRY)})")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        manifest = run.read_json("manifest.json")
+    except (EmlError, OSError, RecursionError) as error:
         raise StudyError(one_line(f"{manifest_path}: unreadable manifest ({error})")) from None
-    pairs = _read_table(items_path, ["pair_id", "image_id", "partner_id", "side"])
+    pairs = _run_table(run, "localization_items.parquet", ["pair_id", "image_id", "partner_id", "side"])
     pairs = pairs[pairs["side"] == "query"].drop_duplicates("pair_id").sort_values("pair_id")
     if len(pairs) < study.items:
         raise StudyError(f"{study.path}: field 'items': {study.items} asked for, the run has {len(pairs)} pairs")
@@ -114,6 +116,19 @@ def _catch_item(study: Study, key: str, good_side: str, good: str, bad: str) -> 
     files = {"A": good, "B": bad} if good_side == "A" else {"A": bad, "B": good}
     return {"item_id": _item_id(study, key), "source_ref": key, "is_catch": True, "method_a": None, "method_b": None,
             "expected": good_side, "stimuli": files}
+
+
+def _run_table(run: ResultsLocation, relative: str, columns: list[str]) -> pd.DataFrame:
+    """The columns a study needs of a run's table (local or S3); StudyError naming the file otherwise."""
+    location = run.location_of(relative)
+    try:
+        table = run.read_table(relative)
+    except (EmlError, OSError) as error:
+        raise StudyError(one_line(f"{location}: not a readable Parquet table ({error})"[:400])) from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise StudyError(f"{location}: lacks column(s) {', '.join(missing)}")
+    return table[columns]
 
 
 def _read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

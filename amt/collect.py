@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from amt.ledger import Ledger
-from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, _problem, answer_rows, as_table, merge_responses,
-                           read_parquet, worker_hash, write_parquet)
+from amt.responses import _problem, answer_rows, merge_responses, read_study_table, worker_hash, write_study_table
+from eml_core.tables import frame
 from amt.study import StudyError
 
 RESPONSES_FILE = "responses.parquet"
@@ -77,8 +77,8 @@ def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict
 
 def _collect(client, ledger: Ledger, approve: bool, log) -> dict:
     folder = ledger.folder
-    responses = read_parquet(folder / RESPONSES_FILE, RESPONSES_SCHEMA)
-    errors = read_parquet(folder / ERRORS_FILE, STUDY_ERRORS_SCHEMA)
+    responses = read_study_table(folder, "responses")
+    errors = read_study_table(folder, "errors")
     known_errors = set(zip(errors["item"], errors["problem"]))
     new_problems: list[dict] = []
     review = ledger.data.setdefault("review", {})
@@ -133,10 +133,9 @@ def _collect(client, ledger: Ledger, approve: bool, log) -> dict:
                 held += 1
             ledger.save()
     fresh = [p for p in new_problems if (p["item"], p["problem"]) not in known_errors]
-    errors = as_table(pd.concat([errors, as_table(fresh, STUDY_ERRORS_SCHEMA)], ignore_index=True),
-                      STUDY_ERRORS_SCHEMA) if fresh else errors
-    write_parquet(folder / RESPONSES_FILE, responses, RESPONSES_SCHEMA)
-    write_parquet(folder / ERRORS_FILE, errors, STUDY_ERRORS_SCHEMA)
+    errors = frame("errors", pd.concat([errors, frame("errors", fresh)], ignore_index=True)) if fresh else errors
+    write_study_table(folder, "responses", responses)
+    write_study_table(folder, "errors", errors)
     ledger.save()
     summary = {"responses": len(responses), "added": added, "approved": approved, "held_for_review": held,
                "errors": len(fresh), "workers": responses["worker_hash"].nunique()}

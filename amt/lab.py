@@ -42,8 +42,8 @@ import pandas as pd
 
 from amt.hit_page import lab_html
 from amt.ledger import LEDGER_FILE, Ledger, study_lock
-from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, answer_rows, as_table, merge_responses, read_parquet,
-                           write_parquet)
+from amt.responses import answer_rows, merge_responses, read_study_table, write_study_table
+from eml_core.tables import frame
 from amt.study import StudyError
 
 STIMULUS = re.compile(r"^/stimuli/([0-9a-f]{32}\.png)$")
@@ -181,7 +181,7 @@ class LabServer:
         return f"lab-{hashlib.sha256(token.encode()).hexdigest()[:12]}-"
 
     def _answered_hits(self, token: str) -> set[int]:
-        responses = read_parquet(self.folder / "responses.parquet", RESPONSES_SCHEMA)
+        responses = read_study_table(self.folder, "responses")
         prefix = self._assignment_prefix(token)
         return {int(a.rsplit("-", 1)[1]) for a in responses["assignment_id"] if a.startswith(prefix)}
 
@@ -274,12 +274,11 @@ class LabServer:
                                          worker_id=f"lab:{token}", hit_id=None)
             if problems:  # the browser enforces `required`; a hand-made post gets the page again
                 return self._send(handler, HTTPStatus.SEE_OTHER, location=f"/p/{token}/hit/{index}")
-            responses = read_parquet(self.folder / "responses.parquet", RESPONSES_SCHEMA)
+            responses = read_study_table(self.folder, "responses")
             responses, duplicates = merge_responses(responses, rows)
-            write_parquet(self.folder / "responses.parquet", responses, RESPONSES_SCHEMA)
+            write_study_table(self.folder, "responses", responses)
             if duplicates:
-                errors = read_parquet(self.folder / "errors.parquet", STUDY_ERRORS_SCHEMA)
-                write_parquet(self.folder / "errors.parquet",
-                              pd.concat([errors, as_table(duplicates, STUDY_ERRORS_SCHEMA)], ignore_index=True),
-                              STUDY_ERRORS_SCHEMA)
+                errors = read_study_table(self.folder, "errors")
+                write_study_table(self.folder, "errors", pd.concat([errors, frame("errors", duplicates)],
+                                                                   ignore_index=True))
         self._send(handler, HTTPStatus.SEE_OTHER, location=f"/p/{token}")

@@ -13,62 +13,38 @@ method: +2 = first method clearly more reasonable), ``catch_expected`` (A | B),
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from amt.hit_page import ANSWER_VALUES
-from eml_core.atomic import write_bytes_atomic
 from amt.ledger import Ledger
-
-RESPONSES_SCHEMA = pa.schema([
-    ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),
-    ("assignment_id", pa.string()), ("worker_hash", pa.string()), ("item_id", pa.string()), ("position", pa.int64()),
-    ("is_catch", pa.bool_()), ("method_a", pa.string()), ("method_b", pa.string()), ("answer_raw", pa.string()),
-    ("score_a", pa.int64()), ("first_method", pa.string()), ("score_first_method", pa.int64()),
-    ("catch_expected", pa.string()), ("catch_passed", pa.bool_()), ("accept_time", pa.string()),
-    ("submit_time", pa.string()), ("work_seconds", pa.float64()),
-])
-STUDY_ERRORS_SCHEMA = pa.schema([
-    ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
-    ("problem", pa.string()), ("severity", pa.string()),
-])
-
+from eml_core.errors import EmlError
+from eml_core.results import ResultsLocation
+from eml_core.tables import frame
 
 def worker_hash(salt: str, worker_id: str) -> str:
     return hashlib.sha256(f"{salt}:{worker_id}".encode()).hexdigest()[:16]
 
 
-def as_table(rows, schema: pa.Schema) -> pd.DataFrame:
-    frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
-    for column in schema.names:
-        if column not in frame.columns:
-            frame[column] = None
-    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False).to_pandas()
+def write_study_table(folder: Path, name: str, table) -> str:
+    """Write ``<folder>/<name>.parquet`` atomically with the schema ``name`` of :mod:`eml_core.tables`."""
+    return ResultsLocation(folder).write_table(f"{name}.parquet", name, table)
 
 
-def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> Path:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(as_table(frame, schema), schema=schema, preserve_index=False), buffer)
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:
+def read_study_table(folder: Path, name: str) -> pd.DataFrame:
     """A study table (empty when absent); StudyError naming the file when it is unreadable or of another schema."""
     from amt.study import StudyError, one_line
 
+    path = Path(folder) / f"{name}.parquet"
     if path.exists() and not path.is_file():
         raise StudyError(f"{path}: is not a file")
     if not path.is_file():
-        return as_table([], schema)
+        return frame(name, [])
     try:
-        return as_table(pd.read_parquet(path), schema)
-    except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as error:
-        raise StudyError(one_line(f"{path}: not a readable {'responses' if 'answer_raw' in schema.names else 'errors'}"
-                                  f" table ({type(error).__name__}: {str(error)[:200]})")) from None
+        return ResultsLocation(folder).read_table(f"{name}.parquet", name)
+    except EmlError as error:
+        raise StudyError(one_line(f"{path}: not a readable {name} table ({str(error)[:300]})")) from None
 
 
 def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, source: str, assignment_id: str,
@@ -135,5 +111,4 @@ def merge_responses(existing: pd.DataFrame, new_rows: list[dict]) -> tuple[pd.Da
         kept.append(row)
     if not kept:
         return existing, problems
-    return as_table(pd.concat([existing, as_table(kept, RESPONSES_SCHEMA)], ignore_index=True),
-                    RESPONSES_SCHEMA), problems
+    return frame("responses", pd.concat([existing, frame("responses", kept)], ignore_index=True)), problems

@@ -11,6 +11,32 @@ import pyarrow as pa
 
 from eml_core.errors import EmlError
 
+# The answers of a human study: (score for the first method, name) from +2 to -2.
+ANSWER_CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"), (-2, "clearly_less"))
+
+STUDY_SUMMARY = pa.schema([
+    ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),
+    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("workers_total", pa.int64()),
+    ("answers_excluded", pa.int64()), ("target_workers", pa.int64()), ("target_met", pa.bool_()),
+    *[(f"share_{name}", pa.float64()) for _, name in ANSWER_CATEGORIES],
+    ("mean_score", pa.float64()), ("mean_score_ci_items_low", pa.float64()), ("mean_score_ci_items_high", pa.float64()),
+    ("mean_score_ci_workers_low", pa.float64()), ("mean_score_ci_workers_high", pa.float64()),
+    ("prefer_first_share", pa.float64()), ("prefer_first_ci_items_low", pa.float64()),
+    ("prefer_first_ci_items_high", pa.float64()), ("prefer_first_ci_workers_low", pa.float64()),
+    ("prefer_first_ci_workers_high", pa.float64()),
+    ("answers_positive", pa.int64()), ("answers_negative", pa.int64()),
+    ("sign_test_items_positive", pa.int64()), ("sign_test_items_negative", pa.int64()), ("sign_test_p", pa.float64()),
+    ("wilcoxon_items_p", pa.float64()), ("catch_answers", pa.int64()), ("catch_failure_rate", pa.float64()),
+    ("workers_failing_catch", pa.int64()), ("straightliners", pa.int64()),
+])
+WORKER_PATTERNS = pa.schema([
+    ("study_id", pa.string()), ("worker_hash", pa.string()), ("answers", pa.int64()), ("catch_answers", pa.int64()),
+    ("catch_failed", pa.int64()), ("most_common_answer", pa.string()), ("most_common_share", pa.float64()),
+    ("straightlining", pa.bool_()), ("mean_work_seconds", pa.float64()),
+])
+
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     # one row per (pair, side, method, threshold)
     "localization_items": pa.schema([
@@ -45,6 +71,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("train_localization_accuracy", pa.float64()), ("best_threshold", pa.float64()),
         ("reference_model", pa.string()), ("accuracy_drop_vs_reference", pa.float64()),
     ]),
+    # human studies: one row per answer, from MTurk or the lab (amt/responses.py describes every column)
+    "responses": pa.schema([
+        ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),
+        ("assignment_id", pa.string()), ("worker_hash", pa.string()), ("item_id", pa.string()),
+        ("position", pa.int64()), ("is_catch", pa.bool_()), ("method_a", pa.string()), ("method_b", pa.string()),
+        ("answer_raw", pa.string()), ("score_a", pa.int64()), ("first_method", pa.string()),
+        ("score_first_method", pa.int64()), ("catch_expected", pa.string()), ("catch_passed", pa.bool_()),
+        ("accept_time", pa.string()), ("submit_time", pa.string()), ("work_seconds", pa.float64()),
+    ]),
+    # one row per study: shares of the five answers (Fig. 6 / 12), tests, intervals (amt/analysis.py)
+    "study_summary": STUDY_SUMMARY,
+    # one row per worker: answers, catch trials, straight-lining
+    "worker_patterns": WORKER_PATTERNS,
+    # everything a run or a study could not use, or used with a caveat; the same for every kind of run
     "errors": pa.schema([
         ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
         ("problem", pa.string()), ("severity", pa.string()),

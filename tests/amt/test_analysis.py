@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from amt.analysis import CATEGORIES, summarise
-from amt.responses import RESPONSES_SCHEMA, as_table
+from eml_core.tables import SCHEMAS, frame
 
 STUDY = {"study_id": "sim", "methods": ["decomposition", "gradcam"], "target_workers": 40}
 TRUE_SHARES = {2: 0.35, 1: 0.25, 0: 0.2, -1: 0.12, -2: 0.08}
@@ -47,7 +47,12 @@ def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2,
             rows.append({"study_id": "sim", "worker_hash": worker, "item_id": catch_ids[c], "is_catch": True,
                          "answer_raw": "2", "score_a": 2, "catch_expected": "A" if passed else "B",
                          "catch_passed": passed, "assignment_id": f"a{w}-c", "first_method": "decomposition"})
-    return as_table(rows, RESPONSES_SCHEMA)
+    return responses_table(rows)
+
+
+def responses_table(rows: list[dict]):
+    """Simulated answers: the columns a row does not set are null (the table itself refuses missing columns)."""
+    return frame("responses", [{column: row.get(column) for column in SCHEMAS["responses"].names} for row in rows])
 
 
 def test_shares_and_statistics_recover_the_simulated_distribution():

@@ -406,17 +406,17 @@ ANSWERS = st.sampled_from(["2", "1", "0", "-1", "-2"])
 def test_analysis_counts_only_the_ledgers_items_and_records_the_rest(rows, tmp_path):
     """Each row: an item (0-5 are the study's, 6-7 unknown ids), real or stray, a worker, an answer."""
     from amt.analysis import analyse_folder
-    from amt.responses import RESPONSES_SCHEMA, as_table
+    from tests.amt.test_analysis import responses_table
 
     folder = tmp_path / "study"
     shutil.rmtree(folder, ignore_errors=True)
     make_ledger(folder, items=6, items_per_hit=3)
     ledger = Ledger.load(folder)
     ids = [i["item_id"] for i in ledger.items] + ["i-aaaaaaaaaaaa", "i-bbbbbbbbbbbb"]
-    table = as_table([{"study_id": ledger.study_id, "source": "lab", "assignment_id": f"a{worker}",
+    table = responses_table([{"study_id": ledger.study_id, "source": "lab", "assignment_id": f"a{worker}",
                        "worker_hash": f"{worker:016x}", "item_id": ids[item], "is_catch": False,
                        "answer_raw": answer, "score_a": int(answer), "first_method": "decomposition",
-                       "score_first_method": int(answer)} for item, _, worker, answer in rows], RESPONSES_SCHEMA)
+                       "score_first_method": int(answer)} for item, _, worker, answer in rows])
     table.to_parquet(folder / "responses.parquet")
     known = sum(item < 6 for item, *_ in rows)
     unknown_items = {ids[item] for item, *_ in rows if item >= 6}
@@ -506,7 +506,7 @@ HOSTILE_ANSWERS = {
 
 def test_hostile_answer_documents_become_errors_rows(tmp_path):
     from amt.collect import collect
-    from amt.responses import RESPONSES_SCHEMA, read_parquet
+    from amt.responses import read_study_table
 
     folder = make_ledger(tmp_path / "study")
     with Ledger.update(folder) as ledger:
@@ -519,7 +519,7 @@ def test_hostile_answer_documents_become_errors_rows(tmp_path):
         for n, document in enumerate(HOSTILE_ANSWERS.values())]
     summary = collect(fake, folder, log=lambda *_: None)
     errors = pd.read_parquet(folder / "errors.parquet")
-    responses = read_parquet(folder / "responses.parquet", RESPONSES_SCHEMA)
+    responses = read_study_table(folder, "responses")
     assert not fake.approved and summary["held_for_review"] == len(HOSTILE_ANSWERS)
     assert set(responses["answer_raw"]) <= {"2", "1", "0", "-1", "-2"}
     assert not responses.astype(str).apply(lambda column: column.str.contains("root:")).any().any()
