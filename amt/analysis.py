@@ -29,7 +29,6 @@ import io
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy import stats
 
 from eml_core.atomic import write_bytes_atomic
@@ -44,12 +43,12 @@ def _bootstrap(values: pd.Series, groups: pd.Series, statistic, rng: np.random.G
     by_group = [v.to_numpy() for _, v in values.groupby(groups.to_numpy())]
     if len(by_group) < 2:
         return float("nan"), float("nan")
-    estimates = []
-    for _ in range(resamples):
-        picks = rng.integers(0, len(by_group), size=len(by_group))
-        estimates.append(statistic(np.concatenate([by_group[i] for i in picks])))
-    low, high = np.percentile(estimates, [2.5, 97.5])
-    return float(low), float(high)
+    # A cluster bootstrap through scipy: resample the groups' indices, evaluate on their pooled answers.
+    result = stats.bootstrap((np.arange(len(by_group)),),
+                             lambda picks: statistic(np.concatenate([by_group[i] for i in picks])),
+                             n_resamples=resamples, confidence_level=0.95, method="percentile", vectorized=False,
+                             rng=rng)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def worker_patterns(responses: pd.DataFrame, study_id: str) -> pd.DataFrame:
@@ -130,7 +129,8 @@ def bar_chart(summary: pd.DataFrame) -> bytes:
     axes.set_xticks(range(5), [f"{LABELS[n]}" for n in names])
     axes.set_ylabel("share of answers (%)")
     axes.set_title(f"{row['first_method']} vs {row['second_method']}: is {row['first_method']} more reasonable?\n"
-                   f"{row['answers']} answers, {row['workers']} workers, sign test (items) p = {row['sign_test_p']:.3g}",
+                   f"{row['answers']} answers, {row['workers']} workers, "
+                   f"sign test (items) p = {row['sign_test_p']:.3g}",
                    fontsize=9)
     for x, value in enumerate(shares):
         axes.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
@@ -176,7 +176,7 @@ def analyse_folder(folder, seed: int = 0) -> dict:
     if problems:
         with study_lock(folder):  # errors.parquet is shared with collect and the lab server
             errors = read_study_table(folder, "errors")
-            seen = set(zip(errors["item"], errors["problem"]))
+            seen = set(zip(errors["item"], errors["problem"], strict=True))
             fresh = [p for p in problems if (p["item"], p["problem"]) not in seen]
             if fresh:
                 write_study_table(folder, "errors", pd.concat([errors, frame("errors", fresh)], ignore_index=True))

@@ -60,7 +60,8 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
                              f"(expected a localization results run)")
     unknown = [m for m in study.methods if m not in REGISTRY]
     if unknown:
-        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods ({', '.join(REGISTRY)})")
+        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods "
+                         f"({', '.join(REGISTRY)})")
     try:
         manifest = run.read_json("manifest.json")
     except (EmlError, OSError, RecursionError) as error:
@@ -82,7 +83,8 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     if missing:
         raise StudyError(f"{manifest_path}: images {missing[:5]} of the run are not in dataset {dataset_spec} "
                          f"(moved or changed since the run?)")
-    model = model_from_spec(checkpoint, from_file=str(manifest_path))  # the manifest is data: no factory it names runs unless trusted
+    # the manifest is data: a factory it names runs only if the user trusts it
+    model = model_from_spec(checkpoint, from_file=str(manifest_path))
     items = []
     for row in chosen.itertuples():
         query, partner = by_id[row.image_id], by_id[row.partner_id]
@@ -103,10 +105,12 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
             height, width = item.size
             spread = max(x1 - x0, y1 - y0) / 4
             good_maps.append(synthetic_map((height, width), ((x0 + x1) / 2, (y0 + y1) / 2), spread))
-            far = (0.0 if (x0 + x1) / 2 > width / 2 else width - 1.0, 0.0 if (y0 + y1) / 2 > height / 2 else height - 1.0)
+            far = (0.0 if (x0 + x1) / 2 > width / 2 else width - 1.0,
+                   0.0 if (y0 + y1) / 2 > height / 2 else height - 1.0)
             bad_maps.append(synthetic_map((height, width), far, spread))
-        good = save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *good_maps, study.highlight_fraction))
-        bad = save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *bad_maps, study.highlight_fraction))
+        good, bad = (save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *maps,
+                                                                 study.highlight_fraction))
+                     for maps in (good_maps, bad_maps))
         good_side = "A" if rng.random() < 0.5 else "B"
         items.append(_catch_item(study, f"catch-{n}", good_side, good, bad))
     return items
@@ -191,7 +195,8 @@ def retrieval_items(study: Study, stimuli: Path, rng: np.random.Generator) -> li
             same = gallery[gallery.gallery_label == first.query_label].gallery_image.tolist()
             other = gallery[gallery.gallery_label != first.query_label].gallery_image.tolist()
             if len(same) < study.top_k or len(other) < study.top_k:
-                raise StudyError(f"{study.source}: not enough gallery images to build a catch trial for query {query_id}")
+                raise StudyError(f"{study.source}: not enough gallery images to build a catch trial for query "
+                                 f"{query_id}")
             box = (first.box_x0, first.box_y0, first.box_x1, first.box_y1)
             good = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, same[:study.top_k]))
             picks = rng.choice(len(other), size=study.top_k, replace=False)

@@ -19,8 +19,8 @@ import pandas as pd
 
 from amt.ledger import Ledger
 from amt.responses import _problem, answer_rows, merge_responses, read_study_table, worker_hash, write_study_table
-from eml_core.tables import frame
 from amt.study import StudyError
+from eml_core.tables import frame
 
 RESPONSES_FILE = "responses.parquet"
 ERRORS_FILE = "errors.parquet"
@@ -56,16 +56,11 @@ def _radio_value(value):
 
 
 def _assignments(client, hit_id: str):
-    token = None
-    while True:
-        kwargs = {"HITId": hit_id, "MaxResults": 100, "AssignmentStatuses": ["Submitted", "Approved", "Rejected"]}
-        if token:
-            kwargs["NextToken"] = token
-        page = client.list_assignments_for_hit(**kwargs)
+    """Every submitted, approved or rejected assignment of a HIT (boto3's paginator follows NextToken)."""
+    pages = client.get_paginator("list_assignments_for_hit").paginate(
+        HITId=hit_id, AssignmentStatuses=["Submitted", "Approved", "Rejected"], PaginationConfig={"PageSize": 100})
+    for page in pages:
         yield from page.get("Assignments", [])
-        token = page.get("NextToken")
-        if not token:
-            return
 
 
 def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict:
@@ -79,11 +74,12 @@ def _collect(client, ledger: Ledger, approve: bool, log) -> dict:
     folder = ledger.folder
     responses = read_study_table(folder, "responses")
     errors = read_study_table(folder, "errors")
-    known_errors = set(zip(errors["item"], errors["problem"]))
+    known_errors = set(zip(errors["item"], errors["problem"], strict=True))
     new_problems: list[dict] = []
     review = ledger.data.setdefault("review", {})
     approved = held = added = 0
-    launch = next((l for l in ledger.data.get("launches", []) if l.get("participated_qualification")), None)
+    launch = next((record for record in ledger.data.get("launches", []) if record.get("participated_qualification")),
+                  None)
     for hit in ledger.hits:
         if not hit.get("hit_id"):
             continue

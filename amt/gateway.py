@@ -114,19 +114,13 @@ class Gateway:
     # --- qualifications ------------------------------------------------------------------------
     def participation_qualification(self) -> str:
         """The id of the 'took part in an eml study' qualification type, created once per account."""
-        token = None
-        while True:
-            kwargs = {"Query": PARTICIPATED_QUALIFICATION_NAME, "MustBeRequestable": False, "MustBeOwnedByCaller": True,
-                      "MaxResults": 100}
-            if token:
-                kwargs["NextToken"] = token
-            page = self.client.list_qualification_types(**kwargs)
+        pages = self.client.get_paginator("list_qualification_types").paginate(
+            Query=PARTICIPATED_QUALIFICATION_NAME, MustBeRequestable=False, MustBeOwnedByCaller=True,
+            PaginationConfig={"PageSize": 100})
+        for page in pages:
             for qualification in page.get("QualificationTypes", []):
                 if qualification["Name"] == PARTICIPATED_QUALIFICATION_NAME:
                     return qualification["QualificationTypeId"]
-            token = page.get("NextToken")
-            if not token:
-                break
         created = self.client.create_qualification_type(
             Name=PARTICIPATED_QUALIFICATION_NAME, Keywords="eml",
             Description="Granted to workers who took part in an eml explanation study (used to exclude them).",
@@ -169,10 +163,11 @@ class Gateway:
         study = ledger.study_definition()
         if ledger.launched_live is not None and ledger.launched_live != self.live:
             raise StudyModeError(
-                f"{ledger.folder}: study {ledger.study_id} was launched {'live' if ledger.launched_live else 'in the sandbox'}; "
+                f"{ledger.folder}: study {ledger.study_id} was launched "
+                f"{'live' if ledger.launched_live else 'in the sandbox'}; "
                 f"{'live' if self.live else 'sandbox'} HITs need their own folder (build it again) so that answers "
                 f"of the two never mix")
-        launch = next((l for l in ledger.data["launches"] if l["live"] == self.live), None)
+        launch = next((record for record in ledger.data["launches"] if record["live"] == self.live), None)
         if launch is not None:
             for key, now in (("reward_cents", study.reward_cents), ("assignments_per_hit", study.assignments_per_hit)):
                 if launch.get(key) is not None and launch[key] != now:
@@ -201,7 +196,8 @@ class Gateway:
                 Reward=usd_text(study.reward_cents), Title=study.title, Keywords=study.keywords,
                 Description=study.description,
                 QualificationRequirements=self.qualification_requirements(study, participated))
-            launch = {"live": self.live, "hit_type_id": hit_type["HITTypeId"], "participated_qualification": participated,
+            launch = {"live": self.live, "hit_type_id": hit_type["HITTypeId"],
+                      "participated_qualification": participated,
                       "reward_cents": study.reward_cents, "assignments_per_hit": study.assignments_per_hit,
                       "estimate": estimate, "at": datetime.now(timezone.utc).isoformat()}
             ledger.data["launches"].append(launch)
@@ -231,15 +227,12 @@ class Gateway:
 
     def _hits_by_annotation(self) -> dict[str, str]:
         """Every HIT of the account, by RequesterAnnotation (paged)."""
-        found, token = {}, None
-        while True:
-            page = self.client.list_hits(**({"NextToken": token} if token else {}), MaxResults=100)
+        found = {}
+        for page in self.client.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 100}):
             for hit in page.get("HITs", []):
                 if hit.get("RequesterAnnotation"):
                     found[hit["RequesterAnnotation"]] = hit["HITId"]
-            token = page.get("NextToken")
-            if not token:
-                return found
+        return found
 
     def _recover_existing(self, error, annotation: str) -> str:
         """A HIT created before a crash: MTurk names it in the duplicate-token error; else find it by annotation."""

@@ -43,8 +43,8 @@ import pandas as pd
 from amt.hit_page import lab_html
 from amt.ledger import LEDGER_FILE, Ledger, study_lock
 from amt.responses import answer_rows, merge_responses, read_study_table, write_study_table
-from eml_core.tables import frame
 from amt.study import StudyError
+from eml_core.tables import frame
 
 STIMULUS = re.compile(r"^/stimuli/([0-9a-f]{32}\.png)$")
 PAGE = re.compile(r"^/p/([A-Za-z0-9_-]{16,64})(?:/hit/(\d{1,6}))?/?$")

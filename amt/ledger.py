@@ -40,7 +40,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from amt.study import FieldProblem, Study, StudyError, known_study_fields, describe_error, first_error, one_line
+from amt.study import FieldProblem, Study, StudyError, describe_error, first_error, known_study_fields, one_line
 from eml_core.atomic import write_bytes_atomic
 
 LEDGER_FILE = "ledger.json"

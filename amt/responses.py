@@ -23,6 +23,7 @@ from eml_core.errors import EmlError
 from eml_core.results import ResultsLocation
 from eml_core.tables import frame
 
+
 def worker_hash(salt: str, worker_id: str) -> str:
     return hashlib.sha256(f"{salt}:{worker_id}".encode()).hexdigest()[:16]
 
@@ -48,7 +49,8 @@ def read_study_table(folder: Path, name: str) -> pd.DataFrame:
 
 
 def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, source: str, assignment_id: str,
-                worker_id: str, hit_id: str | None, accept_time=None, submit_time=None) -> tuple[list[dict], list[dict]]:
+                worker_id: str, hit_id: str | None, accept_time=None,
+                submit_time=None) -> tuple[list[dict], list[dict]]:
     """Rows for one submission (``answers``: field ``q<position>`` -> value) and the problems found in it."""
     items = ledger.items_of_hit(hit_index)
     first = ledger.data["study"]["methods"][0]
@@ -93,9 +95,9 @@ def _problem(stage: str, item: str, problem: str, severity: str = "error") -> di
 def merge_responses(existing: pd.DataFrame, new_rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
     """Add new rows, never duplicating (assignment, item); a worker answering an item twice keeps the first."""
     problems = []
-    seen_answers = set(zip(existing["assignment_id"], existing["item_id"]))
+    seen_answers = set(zip(existing["assignment_id"], existing["item_id"], strict=True))
     seen_worker_items = {(w, i): a for w, i, a in zip(existing["worker_hash"], existing["item_id"],
-                                                      existing["assignment_id"])}
+                                                      existing["assignment_id"], strict=True)}
     kept = []
     for row in new_rows:
         if (row["assignment_id"], row["item_id"]) in seen_answers:

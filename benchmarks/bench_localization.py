@@ -29,8 +29,15 @@ import torch  # noqa: E402
 from eml_core.presentation import normalised_at_image_size  # noqa: E402
 from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS, sweep_thresholds  # noqa: E402
 from tasks.configs import LocalizationConfig  # noqa: E402
-from tasks.localization import (cached_model, embed_shard, load_dataset, localize_shard, make_pairs,  # noqa: E402
-                                read_embeddings, shards)
+from tasks.localization import (  # noqa: E402
+    cached_model,
+    embed_shard,
+    load_dataset,
+    localize_shard,
+    make_pairs,
+    read_embeddings,
+    shards,
+)
 from tasks.provenance import model_fingerprint  # noqa: E402
 from tasks.summary import summarise  # noqa: E402
 
@@ -43,7 +50,8 @@ def direct(dataset: str, model: str, out: str, shard_size: int) -> dict:
     config = LocalizationConfig(dataset=dataset, model=model, out=out, shard_size=shard_size, thresholds=THRESHOLDS)
     data = load_dataset.fn(dataset)
     items = [i for i in data.items if i.split in config.splits]
-    embedded = [embed_shard.fn(out, model, shard, n, config.device) for n, shard in enumerate(shards(items, shard_size))]
+    embedded = [embed_shard.fn(out, model, shard, n, config.device)
+                for n, shard in enumerate(shards(items, shard_size))]
     pairs, pair_errors = make_pairs.fn(items, read_embeddings(out, [e["path"] for e in embedded]), config.pairing,
                                         config.seed, config.splits)
     localized = [localize_shard.fn(out, model, shard, n, config) for n, shard in enumerate(shards(pairs, shard_size))]
@@ -110,7 +118,8 @@ def main() -> None:
     flow_time = (results["flow"] + results["flow2"]) / 2
     direct_time = (results["direct"] + results["direct2"]) / 2
     share = (flow_time - direct_time) / flow_time
-    print(f"orchestration share of wall time: {share * 100:.1f}% (flow {flow_time:.1f} s vs direct {direct_time:.1f} s, "
+    print(f"orchestration share of wall time: {share * 100:.1f}% "
+          f"(flow {flow_time:.1f} s vs direct {direct_time:.1f} s, "
           f"mean of 2 interleaved runs each; target < 15%)")
     if args.json:
         with open(args.json, "w") as handle:

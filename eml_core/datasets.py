@@ -113,8 +113,7 @@ def _text_lines(path: Path, stage: str, errors: list[ErrorRecord]):
                 yield number, line
 
 
-def _read_table(path: Path, columns: int, stage: str, errors: list[ErrorRecord],
-                parse) -> dict[str, tuple]:
+def _read_table(path: Path, columns: int, stage: str, errors: list[ErrorRecord], parse) -> "_Rows":
     """Read a whitespace-separated annotation file into {id: parsed values} (with each id's line in
     ``.lines``); bad, duplicate and non-UTF-8 lines become error rows."""
     rows = _Rows()
@@ -149,7 +148,7 @@ class _Rows(dict):
         self.lines: dict[str, int] = {}
 
 
-def _report_orphans(table: dict, known: dict, path: Path, stage: str, errors: list[ErrorRecord]) -> None:
+def _report_orphans(table: "_Rows", known: dict, path: Path, stage: str, errors: list[ErrorRecord]) -> None:
     """Annotation lines for ids that the index does not list: ignored, but never silently."""
     for image_id in table:
         if image_id not in known:
@@ -316,7 +315,8 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
         text = csv_path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = csv_path.read_bytes()[:error.start].count(b"\n") + 1
-        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); save the CSV as UTF-8") from None
+        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); "
+                           f"save the CSV as UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
@@ -346,7 +346,7 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
                                       f"row has {len(fields)} fields, the header has {len(header)}: "
                                       f"{','.join(fields)[:80]!r}"))
             continue
-        row = dict(zip(header, fields))
+        row = dict(zip(header, fields, strict=True))
         try:
             label = int(row["label"])
             split = row["split"].strip()

@@ -108,7 +108,7 @@ class PairExplanation:
         mine, _ = self._pair(side)
         if (points_xy is None) == (boxes is None):
             raise ArgumentError("points_xy/boxes", "give exactly one of points_xy or boxes")
-        size = tuple(image_size) if image_size is not None else self.input_sizes[side]
+        size = (int(image_size[0]), int(image_size[1])) if image_size is not None else self.input_sizes[side]
         if points_xy is not None:
             weights = point_weights(points_xy, size, mine.feature_size, argument=f"{side} points_xy")
         else:
@@ -193,7 +193,8 @@ def explain_pair(
     query = as_image_batch(query, "query")
     retrieved = as_image_batch(retrieved, "retrieved")
     if query.shape[0] != retrieved.shape[0]:
-        raise ArgumentError("retrieved", f"batch of {retrieved.shape[0]} does not match the query batch of {query.shape[0]}")
+        raise ArgumentError("retrieved", f"batch of {retrieved.shape[0]} does not match the query batch of "
+                                         f"{query.shape[0]}")
     query = query.to(model_device(model))
     retrieved = retrieved.to(model_device(retrieved_model))
 
@@ -220,7 +221,8 @@ def explain_pair(
     return PairExplanation(
         query=pe_q, retrieved=pe_r, similarity_kind=similarity, normaliser=normaliser, similarity=score,
         degenerate=degenerate,
-        input_sizes={"query": tuple(query.shape[-2:]), "retrieved": tuple(retrieved.shape[-2:])},
+        input_sizes={"query": (int(query.shape[-2]), int(query.shape[-1])),
+                     "retrieved": (int(retrieved.shape[-2]), int(retrieved.shape[-1]))},
         feature_maps={"query": map_q, "retrieved": map_r},
         heads={"query": model.head, "retrieved": retrieved_model.head},
     )

@@ -46,8 +46,8 @@ class Preprocessing:
     """
 
     input_size: tuple[int, int] | None = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     channel_order: str = "RGB"
     scale: float = 1.0
 
@@ -346,13 +346,14 @@ def _builtin_from_config(config: dict, source: str) -> "EmbeddingModel":
         backbone, head, _bounded_int(config.get("embedding_dim"), "embedding_dim", source, 1, MAX_EMBEDDING_DIM),
         pretrained=False, input_size=size,
         hidden_dim=_bounded_int(config.get("hidden_dim"), "hidden_dim", source, 1, MAX_EMBEDDING_DIM),
-        seed=_bounded_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1, optional=False),
+        seed=_bounded_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1, optional=False) or 0,
     )
 
 
 def _preprocessing_from_payload(saved: object, source: str) -> "Preprocessing":
     if not isinstance(saved, dict) or not set(saved) <= set(Preprocessing.__dataclass_fields__):
-        raise ModelError(f"{source}: 'preprocessing' must be a mapping of {', '.join(Preprocessing.__dataclass_fields__)}")
+        raise ModelError(f"{source}: 'preprocessing' must be a mapping of "
+                         f"{', '.join(Preprocessing.__dataclass_fields__)}")
     try:
         size = saved.get("input_size")
         if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
@@ -400,7 +401,8 @@ def check_checkpoint(path: str | Path, factory: str | None = None) -> None:
         _scalar_kwargs(payload["config"].get("factory_kwargs"), str(path))
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", factory: str | None = None) -> EmbeddingModel:
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               factory: str | None = None) -> EmbeddingModel:
     """Rebuild a model saved by :func:`save_model`.
 
     The file is data, never code: tensors are read with weights-only unpickling,

@@ -80,6 +80,7 @@ def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=P
         if rows.size:
             top, left = int(rows[0]), int(columns[0])
             inner = largest_component_box(mask[top:rows[-1] + 1, left:columns[-1] + 1], connectivity)
+            assert inner is not None  # the cropped mask has set pixels, hence a component
             box = (inner[0] + left, inner[1] + top, inner[2] + left, inner[3] + top)
         results.append(ThresholdResult(float(threshold), box, box_iou(box, ground_truth)))
     return results

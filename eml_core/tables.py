@@ -12,7 +12,8 @@ import pyarrow as pa
 from eml_core.errors import EmlError
 
 # The answers of a human study: (score for the first method, name) from +2 to -2.
-ANSWER_CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"), (-2, "clearly_less"))
+ANSWER_CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"),
+                     (-2, "clearly_less"))
 
 STUDY_SUMMARY = pa.schema([
     ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),

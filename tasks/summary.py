@@ -14,14 +14,14 @@ from eml_core.datasets import Dataset, ErrorRecord
 from eml_core.errors import EmlError
 from eml_core.localization import pair_maps
 from eml_core.models import resolve_device
+from eml_core.results import ResultsLocation
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
 from eml_core.sweep import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy
 from eml_core.tables import frame
-from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.configs import LocalizationConfig
+from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.localization import cached_model, read_embeddings
 from tasks.provenance import code_version, git_commit, model_fingerprint, versions
-from eml_core.results import ResultsLocation
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
           "errors")
@@ -59,7 +59,7 @@ def summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: list[
     errors = frame("errors", pd.concat([f for f in error_frames if len(f)], ignore_index=True)
                    if any(len(f) for f in error_frames) else [])
 
-    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors)):
+    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors), strict=True):
         store.write_table(f"{name}.parquet", name, table)
 
     figures = []
@@ -67,7 +67,7 @@ def summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: list[
         store.write_bytes("figures/accuracy_vs_threshold.png",
                           accuracy_plot(summary, f"{dataset.name}: localization accuracy (paper grid)"))
         figures.append("figures/accuracy_vs_threshold.png")
-        best_thresholds = dict(zip(best["method"], best["best_threshold"]))
+        best_thresholds = dict(zip(best["method"], best["best_threshold"], strict=True))
         panel = _examples(config, pairs[:example_pairs], best_thresholds)
         if panel is not None:
             store.write_bytes("figures/examples.png", png_bytes(panel))

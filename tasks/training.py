@@ -13,6 +13,7 @@ from eml_core.models import resolve_device, save_model
 from eml_core.retrieval import RECALL_KS, embed_items, recall_at_k
 from eml_core.tables import frame
 from eml_core.training import TrainingConfig, train_model
+from tasks import progress
 from tasks.provenance import code_version, git_commit, versions
 
 
@@ -20,7 +21,13 @@ from tasks.provenance import code_version, git_commit, versions
 def train_model_task(dataset: Dataset, config: TrainingConfig, checkpoint: str, device: str = "auto") -> dict:
     """Train on the train split, save the checkpoint atomically, return the report."""
     device = resolve_device(device)
-    model, report = train_model(dataset.split("train"), config, device=device)
+    with progress.bar(config.epochs, f"training {config.backbone}:{config.head} ({config.loss})") as epochs:
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            epochs.set_postfix(loss=f"{loss:.4f}")
+            epochs.update()
+
+        model, report = train_model(dataset.split("train"), config, device=device, on_epoch=on_epoch)
     metrics = []
     for split in ("train", "test"):
         kept, embeddings, _ = embed_items(model, dataset.split(split), device=device)

@@ -83,7 +83,8 @@ def tiny_synthetic_root(tmp_path_factory):
     """A small embedded-default dataset (3 classes x 4 images), generated once per session."""
     from eml_core.synthetic import SyntheticConfig, generate_synthetic_dataset
 
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), SyntheticConfig(classes=3, images_per_class=4))
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"),
+                                      SyntheticConfig(classes=3, images_per_class=4))
 
 
 @pytest.fixture(scope="session")

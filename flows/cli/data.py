@@ -26,9 +26,9 @@ def generate_data(out):
 @command
 def setup_weights():
     """Copy the packaged ImageNet weights into the torch hub cache (checked against torchvision's hash)."""
-    from eml_core.weights import install_offline_weights
+    from tasks.demo import install_weights
 
-    install_offline_weights(verbose=True)
+    install_weights()
 
 
 @click.command("rankings", context_settings=CONTEXT)

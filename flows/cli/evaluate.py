@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from flows.cli.common import (CONTEXT, DATASET_HELP, DEVICE_HELP, FACTORY_HELP, MODEL_HELP, command,
-                              prefect_environment, split_list, trust_model_factories)
+from flows.cli.common import (
+    CONTEXT,
+    DATASET_HELP,
+    DEVICE_HELP,
+    FACTORY_HELP,
+    MODEL_HELP,
+    command,
+    prefect_environment,
+    split_list,
+    trust_model_factories,
+)
 from tasks.configs import DEFAULT_METHODS
 
 

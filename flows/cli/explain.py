@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import click
 
-from flows.cli.common import (CONTEXT, DEVICE_HELP, FACTORY_HELP, MODEL_HELP, InputSizeType, PointType, command,
-                              trust_model_factories)
+from flows.cli.common import (
+    CONTEXT,
+    DEVICE_HELP,
+    FACTORY_HELP,
+    MODEL_HELP,
+    InputSizeType,
+    PointType,
+    command,
+    trust_model_factories,
+)
 
 
 @click.command("explain", context_settings=CONTEXT)
@@ -13,7 +21,8 @@ from flows.cli.common import (CONTEXT, DEVICE_HELP, FACTORY_HELP, MODEL_HELP, In
 @click.argument("retrieved")
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--out", required=True, help="output folder")
-@click.option("--point-query", type=PointType(), help="X,Y pixel of the query: point-specific map on the retrieved image")
+@click.option("--point-query", type=PointType(),
+              help="X,Y pixel of the query: point-specific map on the retrieved image")
 @click.option("--point-retrieved", type=PointType(),
               help="X,Y pixel of the retrieved image: point-specific map on the query")
 @click.option("--similarity", type=click.Choice(["cosine", "dot"]), default="cosine")

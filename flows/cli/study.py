@@ -15,18 +15,6 @@ from flows.cli.common import CONTEXT, command, prefect_environment
 LIVE_HELP = "production MTurk (real money; needs a budget cap)"
 
 
-def _ledger(folder: str, live: bool | None = None):
-    """The study's ledger, read now (a clear error before any flow or AWS client starts); with ``live``, the
-    mode must be the one the study was launched in."""
-    from amt.gateway import study_mode
-    from amt.ledger import Ledger
-
-    ledger = Ledger.load(folder)
-    if live is not None:
-        study_mode(ledger, live)
-    return ledger
-
-
 @click.group("study", context_settings=CONTEXT)
 def study():
     """Human studies: build, launch, collect, analyze, serve, expire, reject."""
@@ -51,13 +39,10 @@ def build(definition, out):
 @command
 def launch(folder, live):
     """Upload stimuli and create the HITs (sandbox unless --live)."""
-    from amt.gateway import check_cap
-    from amt.hosting import require_bucket
     from tasks.configs import StudyConfig, validated
+    from tasks.studies import check_launch
 
-    ledger = _ledger(folder, live)
-    require_bucket(ledger)
-    check_cap(ledger.study_definition(), live, hits=len(ledger.hits))  # before any AWS call
+    check_launch(folder, live)  # before any AWS call
     prefect_environment()
     from flows.studies import launch_study
 
@@ -73,8 +58,9 @@ def launch(folder, live):
 def collect(folder, live):
     """Fetch assignments into responses.parquet; approve those passing the catch trials, hold the rest."""
     from tasks.configs import StudyConfig, validated
+    from tasks.studies import check_study
 
-    _ledger(folder, live)
+    check_study(folder, live)
     prefect_environment()
     from flows.studies import collect_study
 
@@ -88,8 +74,9 @@ def analyze(folder):
     """Shares of each answer, tests, confidence intervals, catch trials, chart."""
     from flows.studies import study_markdown
     from tasks.studies import analyze as analyze_task
+    from tasks.studies import check_study
 
-    _ledger(folder)
+    check_study(folder)
     result = analyze_task.fn(folder)
     if result["errors"]:
         click.echo(f"{len(result['errors'])} problems recorded in {Path(folder) / 'errors.parquet'}", err=True)
@@ -105,15 +92,9 @@ def serve(folder, port, participants):
     """Serve the HIT pages on 127.0.0.1 for lab participants (Ctrl-C to stop)."""
     import time
 
-    from amt.lab import LabServer
+    from tasks.studies import lab_server
 
-    server = LabServer(folder, port=port)
-    try:
-        links = server.add_participants(participants)
-    except BaseException:
-        server.stop()
-        raise
-    server.start()
+    server, links = lab_server(folder, port, participants)
     click.echo("participant links:\n" + "\n".join(links) + "\n(Ctrl-C to stop)")
     try:
         while True:
@@ -129,13 +110,12 @@ def serve(folder, port, participants):
 @command
 def expire(folder, live, delete):
     """Stop showing the HITs to workers (submitted work can still be reviewed)."""
-    from amt.gateway import Gateway, mturk_client
+    from tasks.studies import expire_hits
 
-    _ledger(folder, live)
-    gateway = Gateway(mturk_client(live), live=live)
-    click.echo(f"expired {gateway.expire(folder)} HITs")
+    result = expire_hits(folder, live, delete)
+    click.echo(f"expired {result['expired']} HITs")
     if delete:
-        click.echo(f"deleted {gateway.delete(folder)} HITs")
+        click.echo(f"deleted {result['deleted']} HITs")
 
 
 @study.command("reject", context_settings=CONTEXT)
@@ -146,10 +126,7 @@ def expire(folder, live, delete):
 @command
 def reject(folder, assignment, reason, live):
     """Reject a held ASSIGNMENT, with a reason for the worker."""
-    from amt.collect import check_rejection, reject as reject_assignment
-    from amt.gateway import mturk_client
+    from tasks.studies import reject_assignment
 
-    _ledger(folder, live)
-    check_rejection(assignment, reason)  # before any AWS client
-    reject_assignment(mturk_client(live), folder, assignment, reason)
+    reject_assignment(folder, assignment, reason, live)
     click.echo(f"rejected {assignment}")

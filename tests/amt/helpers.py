@@ -126,6 +126,23 @@ class FakeMTurk:
         return sum((self.hit_cost(h) for h in self.hits.values()), Decimal(0))
 
     # --- the API -------------------------------------------------------------------------------
+    def get_paginator(self, operation: str):
+        """What boto3's paginators do: call the list operation again with each NextToken."""
+        method = getattr(self, operation)
+
+        class Paginator:
+            def paginate(self, PaginationConfig=None, **kwargs):
+                token = None
+                while True:
+                    page = method(**kwargs, MaxResults=(PaginationConfig or {}).get("PageSize", 100),
+                                  **({"NextToken": token} if token else {}))
+                    yield page
+                    token = page.get("NextToken")
+                    if not token:
+                        return
+
+        return Paginator()
+
     def get_account_balance(self):
         return self._call(lambda: {"AvailableBalance": f"{self.balance:.2f}"})
 

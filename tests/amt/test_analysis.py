@@ -24,7 +24,7 @@ def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2,
         item_ids = [i["item_id"] for i in ledger.items if not i["is_catch"]]
         catch_ids = [i["item_id"] for i in ledger.items if i["is_catch"]]
         items, catch_per_worker = len(item_ids), len(catch_ids)
-    values, probabilities = zip(*TRUE_SHARES.items())
+    values, probabilities = zip(*TRUE_SHARES.items(), strict=True)
     rows = []
     for w in range(workers):
         worker = f"{w:016x}"
@@ -36,7 +36,8 @@ def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2,
             else:
                 score_first = int(rng.choice(values, p=probabilities))
                 score_a = score_first if first_is_a else -score_first
-            rows.append({"study_id": "sim", "source": "mturk", "hit_index": item // 10, "assignment_id": f"a{w}-{item // 10}",
+            rows.append({"study_id": "sim", "source": "mturk", "hit_index": item // 10,
+                         "assignment_id": f"a{w}-{item // 10}",
                          "worker_hash": worker, "item_id": item_ids[item], "position": item % 10, "is_catch": False,
                          "method_a": "decomposition" if first_is_a else "gradcam",
                          "method_b": "gradcam" if first_is_a else "decomposition", "answer_raw": str(score_a),

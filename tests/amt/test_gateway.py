@@ -10,8 +10,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from amt.collect import collect, parse_answer_xml, reject
-from amt.gateway import (LIVE_ENDPOINT, SANDBOX_ENDPOINT, BudgetError, Gateway, cost_estimate, fee_rate,
-                         mturk_client)
+from amt.gateway import LIVE_ENDPOINT, SANDBOX_ENDPOINT, BudgetError, Gateway, cost_estimate, fee_rate, mturk_client
 from amt.ledger import Ledger
 from amt.study import StudyError
 
@@ -211,7 +210,8 @@ def test_collect_approves_holds_records_problems_and_never_duplicates(study_copy
     malformed = dict(_good_answers(ledger, 1), q0="maybe", q9="2")
     hit0 = [_assignment("ASSIGN-GOOD-0", "WORKER1", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", _good_answers(ledger, 0)),
             _assignment("ASSIGN-FAIL-0", "WORKER2", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", failing),
-            _assignment("ASSIGN-TWICE-0", "WORKER1", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", _good_answers(ledger, 0, flip=True)),
+            _assignment("ASSIGN-TWICE-0", "WORKER1", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA",
+                        _good_answers(ledger, 0, flip=True)),
             _assignment("ASSIGN-STRAY", "WORKER3", "HITOTHERAAAAAAAAAAAAAAAAAAAAAA", _good_answers(ledger, 0))]
     hit1 = [_assignment("ASSIGN-BAD-1", "WORKER3", "HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA", malformed),
             _assignment("ASSIGN-XML-1", "WORKER4", "HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA", "<not xml")]

@@ -63,7 +63,8 @@ def test_money_that_is_not_whole_cents_is_refused_naming_the_field(amount, field
 
 def test_the_red_teams_amounts():
     # 0.115 was sent to MTurk as "0.12" while the check used 0.115: now refused, naming the field
-    with pytest.raises(StudyError, match=r"field .reward_usd.: must be a whole number of cents \(MTurk pays in cents.*\), got 0.115"):
+    cents = r"field .reward_usd.: must be a whole number of cents \(MTurk pays in cents.*\), got 0.115"
+    with pytest.raises(StudyError, match=cents):
         _study(reward_usd=0.115)
     study = _study(reward_usd=0.29, items=6, items_per_hit=2, assignments_per_hit=9)
     assert study.reward_cents == 29 and usd_text(study.reward_cents) == "0.29"  # not 28.999...

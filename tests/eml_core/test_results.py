@@ -12,7 +12,8 @@ ERROR_ROW = {"stage": "load", "item": "1", "file": "a.txt", "line": 3, "problem"
 
 
 def test_a_row_with_an_unknown_or_missing_column_is_an_error_not_an_empty_column():
-    with pytest.raises(TableSchemaError, match=r"table 'errors': unknown column\(s\) problme; missing column\(s\) problem"):
+    with pytest.raises(TableSchemaError,
+                       match=r"table 'errors': unknown column\(s\) problme; missing column\(s\) problem"):
         frame("errors", [{**{k: v for k, v in ERROR_ROW.items() if k != "problem"}, "problme": "typo"}])
     with pytest.raises(TableSchemaError, match=r"missing column\(s\) severity"):
         frame("errors", [{k: v for k, v in ERROR_ROW.items() if k != "severity"}])

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eml_core.results import ResultsLocation
 from eml_core.tables import frame
 from tasks.configs import LocalizationConfig
 from tasks.localization import embed_shard, localize_shard, make_pairs, read_embeddings
-from eml_core.results import ResultsLocation
 from tests.hostile.harness import record
 
 TINY = "tests.conftest:tiny"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from eml_core.methods import DEFAULT_METHODS as METHODS
+from eml_core.results import ResultsLocation
 from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS
 from eml_core.tables import SCHEMAS
-from eml_core.results import ResultsLocation
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
           "errors")
@@ -20,7 +20,6 @@ TINY = "tests.conftest:tiny"
 
 def _run(root, out, **options):
     from flows.evaluate_localization import evaluate_localization
-
     from tasks.configs import LocalizationConfig
 
     return evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model=TINY, out=str(out), shard_size=4,
@@ -80,7 +79,8 @@ def test_rerun_after_a_crash_resumes_without_recomputing_finished_shards(prefect
     assert len(calls) == 3 and not (tmp_path / "crashed" / "manifest.json").exists()
 
     calls.clear()
-    monkeypatch.setattr(shard_tasks, "localize_pairs", lambda model, pairs, **kw: calls.append(1) or real(model, pairs, **kw))
+    monkeypatch.setattr(shard_tasks, "localize_pairs",
+                        lambda model, pairs, **kw: calls.append(1) or real(model, pairs, **kw))
     _run(tiny_synthetic_root, tmp_path / "crashed")
     assert len(calls) == 1  # only the shard that crashed
     manifest = json.loads((tmp_path / "crashed" / "manifest.json").read_text())
