@@ -116,7 +116,24 @@ def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=P
     map_size = tuple(np.shape(normalised_map))
     if image_size is not None and tuple(image_size) != map_size:
         boxes = [scale_box(box, map_size, image_size) for box in boxes]
-    return [ThresholdResult(float(t), box, box_iou(box, ground_truth)) for t, box in zip(thresholds, boxes)]
+    ious = box_ious(boxes, ground_truth)
+    return [ThresholdResult(float(t), box, iou) for t, box, iou in zip(thresholds, boxes, ious)]
+
+
+def box_ious(boxes: list[Box | None], ground_truth: Box | None) -> list[float]:
+    """:func:`box_iou` of every box with one ground truth, vectorised (the same float64 operations, same order)."""
+    if ground_truth is None or not boxes:
+        return [0.0] * len(boxes)
+    found = np.array([box is not None for box in boxes])
+    a = np.array([box if box is not None else (0.0, 0.0, 0.0, 0.0) for box in boxes], dtype=np.float64)
+    b = ground_truth
+    width = np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0])
+    height = np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1])
+    intersection = np.maximum(0.0, width) * np.maximum(0.0, height)
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + float((b[2] - b[0]) * (b[3] - b[1])) - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(found & (union > 0), intersection / union, 0.0)
+    return iou.tolist()
 
 
 def _opencv_boxes(normalised_map: np.ndarray, thresholds, connectivity: int) -> list[Box | None]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from eml_core.errors import ArgumentError
-from eml_core.sweep import (AUTHORS_SIZE, FINE_THRESHOLDS, PAPER_THRESHOLDS, box_iou, comparison_thresholds,
+from eml_core.sweep import (AUTHORS_SIZE, FINE_THRESHOLDS, PAPER_THRESHOLDS, box_iou, box_ious, comparison_thresholds,
                             largest_component_boxes, scale_box, sweep_thresholds, threshold_size)
 
 GT = (0.0, 0.0, 4.0, 4.0)
@@ -263,3 +263,14 @@ def test_localization_rows_at_the_authors_resolution():
     assert [r["iou"] for r in at_224] == [e.iou for e in expected]
     assert all(r["box_x1"] <= 160 and r["box_y1"] <= 120 for r in at_224 + at_image)
     assert [r["box_x0"] for r in at_224] != [r["box_x0"] for r in at_image]   # another grid, other edges
+
+
+@PROPERTY
+@given(boxes=st.lists(st.one_of(st.none(), st.tuples(*[st.integers(0, 40)] * 4).map(
+           lambda b: (float(min(b[0], b[2])), float(min(b[1], b[3])), float(max(b[0], b[2])), float(max(b[1], b[3]))))),
+           max_size=12),
+       truth=st.tuples(*[st.floats(0, 40, width=32)] * 4).map(lambda b: (min(b[0], b[2]), min(b[1], b[3]),
+                                                                        max(b[0], b[2]), max(b[1], b[3]))))
+def test_vectorised_ious_equal_box_iou(boxes, truth):
+    assert box_ious(boxes, truth) == [box_iou(box, truth) for box in boxes]
+    assert box_ious(boxes, None) == [0.0] * len(boxes)
