@@ -87,21 +87,29 @@ def _root(parent, i):
 
 @numba.njit(cache=True, nogil=True)
 def _lookup_table(thresholds):
-    """``guess[b]`` = number of thresholds below bin b's lower edge, for bins of (t_{m-1} - t_0) / 4096."""
+    """``guess[b]`` = number of thresholds below bin b's lower edge, for 4096 bins over [t_0, t_{m-1}].
+
+    Returns ``(guess, scale, crowded)``: values map to bin ``(v - t_0) * scale``;
+    ``crowded`` when some bin holds more than 4 thresholds (then levels are
+    found by binary search in the bin's bracket rather than by walking).
+    """
     m = thresholds.size
     low, high = thresholds[0], thresholds[m - 1]
     span = high - low
     guess = np.zeros(LOOKUP_BINS + 2, np.int64)
     if not (np.isfinite(span) and span > 0):
-        return guess, 0.0
+        return guess, 0.0, True
     scale = LOOKUP_BINS / span
     j = 0
+    crowded = False
     for b in range(LOOKUP_BINS + 2):
         edge = low + b / scale
         while j < m and thresholds[j] < edge:
             j += 1
         guess[b] = j
-    return guess, scale
+        if b > 0 and guess[b] - guess[b - 1] > 4:
+            crowded = True
+    return guess, scale, crowded
 
 
 @numba.njit(cache=True, nogil=True)
@@ -110,7 +118,7 @@ def _cut_runs(values, thresholds, runs, run_levels, count):
     height, width = values.shape
     m = thresholds.size
     lowest, highest = thresholds[0], thresholds[m - 1]
-    guess, scale = _lookup_table(thresholds)
+    guess, scale, crowded = _lookup_table(thresholds)
     total = 0
     for r in range(height):
         previous = 0
@@ -123,18 +131,23 @@ def _cut_runs(values, thresholds, runs, run_levels, count):
             elif v > highest:
                 level = m
             else:
-                # Bracket with the table (bins are approximate: widen by one), binary search, then make exact.
-                low, high = 1, m - 1
+                # Start from the table's guess (bins are approximate), or binary-search the bracket when
+                # bins are crowded; then walk to the exact level, checked against the thresholds themselves.
+                low, b = 1, 0
                 if scale > 0:
                     b = min(int((v - lowest) * scale), LOOKUP_BINS)
-                    low = max(1, guess[b] - 1)
-                    high = min(m - 1, guess[b + 1] + 1)
-                while low < high:       # the first j in [low, high] with not v > t_j
-                    middle = (low + high) >> 1
-                    if v > thresholds[middle]:
-                        low = middle + 1
-                    else:
-                        high = middle
+                    low = max(1, guess[b])
+                if crowded:
+                    high = m - 1
+                    if scale > 0:
+                        low = max(1, low - 1)
+                        high = min(m - 1, guess[b + 1] + 1)
+                    while low < high:   # the first j in [low, high] with not v > t_j
+                        middle = (low + high) >> 1
+                        if v > thresholds[middle]:
+                            low = middle + 1
+                        else:
+                            high = middle
                 while low < m and v > thresholds[low]:
                     low += 1
                 while low > 1 and not v > thresholds[low - 1]:

@@ -180,6 +180,16 @@ def test_equals_opencv_on_sparse_masks(case, connectivity):
 
 
 @PROPERTY
+@given(steps=arrays(np.int64, shapes, elements=st.integers(0, 30)), connectivity=connectivities,
+       spread=st.sampled_from([1e-12, 1e-6, 1.0 / 30]), extra=st.sampled_from([(), (-np.inf,), (np.inf, -np.inf)]))
+def test_equals_opencv_with_crowded_or_unbounded_grids(steps, connectivity, spread, extra):
+    """Thresholds packed closer than the level lookup's bins (or infinite) take the exact slow path."""
+    heat = 0.5 + spread * steps
+    thresholds = [0.0, 1.0, *np.unique(heat).tolist(), *(0.5 + spread * (np.arange(31) + 0.5)).tolist(), *extra]
+    both(heat, thresholds, connectivity)
+
+
+@PROPERTY
 @given(shape=shapes, row=st.integers(0, 17), column=st.integers(0, 17), value=st.floats(0, 1),
        connectivity=connectivities)
 def test_equals_opencv_on_single_pixel_masks(shape, row, column, value, connectivity):
