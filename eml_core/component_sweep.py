@@ -55,7 +55,7 @@ the smaller *key* wins, where the key reproduces OpenCV's labelling order as
 **Cost.** O(N) to compute levels and cut runs (plus O(log) per value when the
 lookup table cannot bracket it), O(R alpha(R)) for the R runs' merges, with
 R <= N whatever the number of thresholds m, and O(1) per threshold read-off.
-Memory: about 16 bytes per pixel plus 60 per run.
+Memory: about 16 bytes per pixel plus 60 (4-connectivity) to 84 (8) per run.
 
 This module imports numba; :mod:`eml_core.sweep` imports it lazily, on the
 first one-pass sweep. Compiled code is cached next to the module

@@ -284,3 +284,19 @@ def test_localization_rows_at_the_authors_resolution():
 def test_vectorised_ious_equal_box_iou(boxes, truth):
     assert box_ious(boxes, truth) == [box_iou(box, truth) for box in boxes]
     assert box_ious(boxes, None) == [0.0] * len(boxes)
+
+
+def test_the_benchmark_command_in_the_docs_runs_as_written():
+    """docs/sweep.md shows one command; it runs, and the benchmark finds both algorithms in agreement."""
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    commands = [line for line in (root / "docs" / "sweep.md").read_text().splitlines()
+                if line.startswith(".venv/bin/python benchmarks/bench_sweep.py")]
+    assert commands
+    for command in commands:
+        done = subprocess.run(shlex.split(command), cwd=root, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("identical results on every map and grid") == 4   # 2 families x 2 connectivities
