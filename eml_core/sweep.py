@@ -31,8 +31,9 @@ single pixels at (row 0, column 3) and (row 1, column 0) tie, and (1, 0) wins
 at 8-connectivity (block (0, 0) before block (0, 1)) but (0, 3) at 4.
 
 **Resolution.** ``"image"`` (default): the map is thresholded at the original
-image size. ``"authors_224"``: as the authors did, the map is thresholded at
-224 x 224 and each box edge is scaled back, x * W / 224 and y * H / 224 in
+image size. ``"authors_224"``: the authors' resolution as issue 13 describes it
+(their public code has no localization script to compare with): the map is
+thresholded at 224 x 224 and each box edge is scaled back to the image, x * W / 224 and y * H / 224 in
 float64, not rounded (so the IoU equals the IoU at 224 x 224 against the
 ground-truth box scaled the same way, IoU being invariant under axis scaling).
 """
