@@ -118,7 +118,7 @@ def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=P
     if image_size is not None and tuple(image_size) != map_size:
         boxes = [scale_box(box, map_size, image_size) for box in boxes]
     ious = box_ious(boxes, ground_truth)
-    return [ThresholdResult(float(t), box, iou) for t, box, iou in zip(thresholds, boxes, ious)]
+    return [ThresholdResult(float(t), box, iou) for t, box, iou in zip(thresholds, boxes, ious, strict=True)]
 
 
 def box_ious(boxes: list[Box | None], ground_truth: Box | None) -> list[float]:
@@ -186,7 +186,7 @@ def largest_component_boxes(normalised_map: np.ndarray, thresholds, connectivity
     found = component_sweep.largest_component_boxes(values, grid, connectivity == 8)
     index = np.searchsorted(grid, np.where(usable, effective, 0.0))
     boxes: list[Box | None] = []
-    for position, ok in zip(index.tolist(), usable.tolist()):
+    for position, ok in zip(index.tolist(), usable.tolist(), strict=True):
         x0, y0, x1, y1 = found[position].tolist() if ok else (-1, 0, 0, 0)
         boxes.append((float(x0), float(y0), float(x1), float(y1)) if x0 >= 0 else None)
     return boxes
@@ -217,7 +217,8 @@ def comparison_thresholds(map_dtype, thresholds) -> np.ndarray:
 
 def _check_map(normalised_map) -> None:
     if np.ndim(normalised_map) != 2:
-        raise ArgumentError("normalised_map", f"expected a 2-D map (height, width), got shape {np.shape(normalised_map)}")
+        raise ArgumentError("normalised_map",
+                            f"expected a 2-D map (height, width), got shape {np.shape(normalised_map)}")
 
 
 def threshold_size(image_size: tuple[int, int], resolution: str = "image") -> tuple[int, int]:

@@ -170,6 +170,8 @@ class LocalizationConfig(FlowConfig):
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
     connectivity: int = 4
+    # where maps are thresholded: at each image's own size, or at 224x224 as the authors did (boxes scaled back)
+    resolution: Literal["image", "authors_224"] = "image"
     thresholds: tuple[float, ...] = FINE_THRESHOLDS
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     device: str = "auto"

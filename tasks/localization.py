@@ -120,7 +120,7 @@ def item_signature(item: Item) -> tuple:
 def localize_key(model_spec: str, pairs: list[Pair], method: str, config: LocalizationConfig) -> str:
     return content_key("localize", model_fingerprint(model_spec), code_version(), method,
                        [(p.pair_id, item_signature(p.query), item_signature(p.retrieved)) for p in pairs],
-                       list(config.thresholds), config.connectivity, list(config.sides))
+                       list(config.thresholds), config.connectivity, list(config.sides), config.resolution)
 
 
 @task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)
@@ -143,7 +143,7 @@ def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, con
     model = cached_model(model_spec, model_fingerprint(model_spec), device)
     rows, errors = localize_pairs(model, pairs, methods=tuple(missing), thresholds=config.thresholds,
                                   connectivity=config.connectivity, batch_size=config.batch_size, device=device,
-                                  sides=config.sides)
+                                  sides=config.sides, resolution=config.resolution)
     # errors first: a shard counts as finished only once every method file exists
     store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
     frame = pd.DataFrame(rows)

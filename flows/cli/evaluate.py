@@ -34,19 +34,21 @@ def evaluate():
 @click.option("--sides", default="query", help="query, or query,retrieved")
 @click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", help="of the connected components")
+@click.option("--resolution", type=click.Choice(["image", "authors_224"]), default="image",
+              help="threshold maps at each image's size, or at 224x224 as the authors did (boxes scaled back)")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
-def localization(dataset, model, out, methods, splits, pairing, sides, shard_size, connectivity, seed, device,
-                 model_factory):
+def localization(dataset, model, out, methods, splits, pairing, sides, shard_size, connectivity, resolution, seed,
+                 device, model_factory):
     """Weakly supervised localization (paper Tables I, II): tables, figures and manifest in --out."""
     from tasks.configs import LocalizationConfig, validated
 
     trust_model_factories(model_factory, model)
     config = validated(LocalizationConfig, dataset=dataset, model=model, out=out, methods=split_list(methods),
                        splits=split_list(splits), pairing=pairing, sides=split_list(sides), shard_size=shard_size,
-                       connectivity=int(connectivity), seed=seed, device=device)
+                       connectivity=int(connectivity), resolution=resolution, seed=seed, device=device)
     config.check_inputs()  # before a flow (and its server) starts
     prefect_environment()
     from flows.evaluate_localization import evaluate_localization

@@ -15,8 +15,18 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from eml_core.errors import ArgumentError
-from eml_core.sweep import (AUTHORS_SIZE, FINE_THRESHOLDS, PAPER_THRESHOLDS, box_iou, box_ious, comparison_thresholds,
-                            largest_component_boxes, scale_box, sweep_thresholds, threshold_size)
+from eml_core.sweep import (
+    AUTHORS_SIZE,
+    FINE_THRESHOLDS,
+    PAPER_THRESHOLDS,
+    box_iou,
+    box_ious,
+    comparison_thresholds,
+    largest_component_boxes,
+    scale_box,
+    sweep_thresholds,
+    threshold_size,
+)
 
 GT = (0.0, 0.0, 4.0, 4.0)
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -224,7 +234,8 @@ def test_equals_opencv_on_cub_sized_smooth_maps(connectivity):
 
 def test_largest_component_boxes_agrees_with_the_sweep():
     heat = np.random.default_rng(0).random((9, 11))
-    assert largest_component_boxes(heat, PAPER_THRESHOLDS, 8) == [r.box for r in sweep_thresholds(heat, GT, connectivity=8)]
+    reference = [r.box for r in sweep_thresholds(heat, GT, connectivity=8)]
+    assert largest_component_boxes(heat, PAPER_THRESHOLDS, 8) == reference
 
 
 # --- the authors' resolution ---------------------------------------------------------------------------------
