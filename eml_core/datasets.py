@@ -387,20 +387,24 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     return Dataset(name, str(root), items, errors)
 
 
+SPEC_FORMS = "cub:PATH, folder:ROOT[,CSV], market1501:PATH, faces:PATH or synthetic[:PATH]"
+
+
 def check_dataset_spec(spec: str) -> None:
     """Fail fast (before any flow starts) on a malformed spec or a missing dataset folder."""
     kind, _, argument = spec.partition(":")
     if kind == "synthetic":
         return
-    if kind not in ("cub", "folder") or not argument:
-        raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")
+    if kind not in ("cub", "folder", "market1501", "faces") or not argument:
+        raise DatasetError(f"dataset spec {spec!r}: expected {SPEC_FORMS}")
     root = Path(argument.partition(",")[0])
     if not root.is_dir():
         raise DatasetError(f"dataset spec {spec!r}: folder {root} does not exist")
 
 
 def dataset_from_spec(spec: str) -> Dataset:
-    """``cub:PATH``, ``folder:ROOT`` or ``folder:ROOT,CSV``, or ``synthetic[:PATH]`` (generated if absent)."""
+    """``cub:PATH``, ``folder:ROOT`` or ``folder:ROOT,CSV``, ``market1501:PATH``, ``faces:PATH``
+    (:mod:`eml_core.identity_datasets`), or ``synthetic[:PATH]`` (generated if absent)."""
     check_dataset_spec(spec)
     kind, _, argument = spec.partition(":")
     if kind == "cub" and argument:
@@ -408,10 +412,14 @@ def dataset_from_spec(spec: str) -> Dataset:
     if kind == "folder" and argument:
         root, _, csv_file = argument.partition(",")
         return load_folder(root, csv_file or None)
+    if kind in ("market1501", "faces") and argument:
+        from eml_core.identity_datasets import load_faces, load_market1501
+
+        return load_market1501(argument) if kind == "market1501" else load_faces(argument)
     if kind == "synthetic":
         from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
 
         folder = ensure_synthetic_dataset(argument or DEFAULT_LOCATION)
         dataset = load_cub(folder, name="synthetic")
         return dataset
-    raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")
+    raise DatasetError(f"dataset spec {spec!r}: expected {SPEC_FORMS}")
