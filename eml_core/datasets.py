@@ -231,9 +231,9 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     labels = _read_table(root / "image_class_labels.txt", 2, stage, errors, lambda f: (int(f[0]),))
     splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
     names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
-    for table, name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
-                        (splits, "train_test_split.txt")):
-        _report_orphans(table, paths, root / name, stage, errors)
+    for table, file_name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
+                             (splits, "train_test_split.txt")):
+        _report_orphans(table, paths, root / file_name, stage, errors)
     # ids whose annotation line was already reported as unparseable: report each problem once
     already_reported = {e.item for e in errors}
 

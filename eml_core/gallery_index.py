@@ -33,8 +33,8 @@ calls :func:`embed_gallery_shard` + :meth:`GalleryIndex.write_part` per shard
 (single writer); :func:`build_index` does all of it in-process.
 
 **Model fingerprint** (:func:`model_state_fingerprint`): SHA-256 over the
-model's config, preprocessing, stride, module structure and every tensor of
-its ``state_dict`` (name, dtype, shape, bytes). It is computed from the model
+model's preprocessing, stride, module structure (types and hyperparameters) and
+every tensor of its ``state_dict`` (name, dtype, shape, bytes). It is computed from the model
 object, so an index cannot be searched with any other model, whatever file or
 spec it came from (``tasks.provenance.model_fingerprint`` hashes a *spec*, for
 caching; ``eml_core`` cannot import ``tasks``).
@@ -85,19 +85,21 @@ class IndexModelMismatchError(GalleryIndexError):
 
 
 def model_state_fingerprint(model: EmbeddingModel) -> str:
-    """SHA-256 of what determines a model's embeddings: config, preprocessing, structure and weights.
+    """SHA-256 of what determines a model's embeddings: preprocessing, structure and weights.
 
     Every tensor of ``state_dict()`` contributes its name, dtype, shape and raw
-    bytes (so two random initialisations differ, and a saved-then-loaded model
-    keeps its fingerprint); module types tell a GAP head from a GMP head, which
-    hold no weights.
+    bytes (two random initialisations differ; a saved-then-loaded model keeps its
+    fingerprint). The structure is every module's type and ``extra_repr`` (a GAP
+    head from a GMP head, which hold no weights; a LeakyReLU's slope, a
+    BatchNorm's eps). ``model.config`` is left out on purpose: it is metadata
+    (training recipe, loss history) that ``load_model`` completes, so the same
+    weights would otherwise get two fingerprints.
     """
     digest = hashlib.sha256()
     described = {
-        "config": model.config,
         "preprocessing": model.preprocessing.to_dict(),
         "stride": model.stride,
-        "modules": [(name, type(module).__name__) for name, module in model.named_modules()],
+        "modules": [(name, type(module).__name__, module.extra_repr()) for name, module in model.named_modules()],
     }
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):

@@ -386,17 +386,22 @@ def rank_queries(model: EmbeddingModel, index: GalleryIndex, queries: list[Regio
         raise ArgumentError("top_k", f"must be at least 1, got {top_k}")
     index.check_model(model)
     vectors, errors = query_vectors(model, queries, methods, index.similarity, device, batch_size, stage)
+    return rankings_from_vectors(index, vectors, methods, top_k, device, root), errors
+
+
+def rankings_from_vectors(index: GalleryIndex, vectors: list[QueryVectors], methods=DEFAULT_METHODS, top_k: int = 10,
+                          device: str = "cpu", root=None) -> list[dict]:
+    """``retrieval_rankings`` rows of the top ``top_k`` gallery images of each query vector (no model call)."""
     if not vectors or len(index) == 0:
-        return [], errors
-    searcher = index.searcher(device)
+        return []
+    keys = [(q, name) for q, qv in enumerate(vectors) for name in check_methods(methods) if name in qv.vectors]
+    if not keys:
+        return []
     paths = index.image_paths(root)
     gallery = index.rows
     excluded = _exclusions(index, vectors, root)
-    keys = [(q, name) for q, qv in enumerate(vectors) for name in check_methods(methods) if name in qv.vectors]
-    if not keys:
-        return [], errors
     matrix = np.stack([vectors[q].vectors[name] for q, name in keys])
-    scores, indices = searcher.search(matrix, top_k, [excluded[q] for q, _ in keys])
+    scores, indices = index.searcher(device).search(matrix, top_k, [excluded[q] for q, _ in keys])
     rows = []
     for (q, name), row_scores, row_indices in zip(keys, scores, indices):
         base = _region_columns(vectors[q].query)
@@ -407,7 +412,7 @@ def rank_queries(model: EmbeddingModel, index: GalleryIndex, queries: list[Regio
                          "rank": rank, "gallery_id": gallery["image_id"].iat[g], "gallery_image": paths[g],
                          "gallery_relative_path": gallery["relative_path"].iat[g],
                          "gallery_label": int(gallery["label"].iat[g]), "score": float(score)})
-    return rows, errors
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
