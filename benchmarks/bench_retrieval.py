@@ -170,13 +170,15 @@ def _machine() -> dict:
 # trained model
 
 
-def trained_model(args, items, checkpoint: Path):
-    """``--model`` if given, else a frozen mobilenet_v2 + gap_fc trained on ``items`` (saved to ``checkpoint``)."""
+def trained_model(args, training_items, checkpoint: Path):
+    """``--model`` if given, else a frozen mobilenet_v2 + gap_fc trained on ``training_items()`` (saved to
+    ``checkpoint``)."""
     from eml_core.models import model_from_spec, save_model
     from eml_core.training import TrainingConfig, train_model
 
     if args.model:
         return model_from_spec(args.model)
+    items = training_items()
     started = time.perf_counter()
     config = TrainingConfig(epochs=args.epochs, seed=args.seed, images_per_class=args.images_per_class)
     model, report = train_model(items, config, device=args.device)
@@ -208,7 +210,7 @@ def composite(args) -> dict:
     torch.manual_seed(args.seed)
     out = ResultsLocation(args.out)
     folder = Path(args.out)
-    model = trained_model(args, load_cub(ensure_synthetic_dataset(args.data or DEFAULT_LOCATION)).split("train"),
+    model = trained_model(args, lambda: load_cub(ensure_synthetic_dataset(args.data or DEFAULT_LOCATION)).split("train"),
                           folder / "model.pt")
     config = CompositeConfig(gallery_images=args.gallery, query_images=args.queries, seed=args.seed + 1)
     benchmark = load_composites(ensure_composites(folder, config))
@@ -236,7 +238,7 @@ def market1501(args) -> dict:
 
     data = dataset_from_spec(args.dataset)
     folder = Path(args.out)
-    model = trained_model(args, data.split("train"), folder / "model.pt")
+    model = trained_model(args, lambda: data.split("train"), folder / "model.pt")
     index, _, errors = build_index(folder / "index", model, data.split("gallery"), data.root, dataset=args.dataset,
                                    device=args.device)
     index = GalleryIndex.open(folder / "index")

@@ -207,6 +207,7 @@ class GalleryIndex:
         self._rows: pd.DataFrame | None = None
         self._embeddings: np.ndarray | None = None
         self._searchers: dict = {}
+        self._cache: dict = {}
 
     # --- creating and opening ------------------------------------------------------------------
     @classmethod
@@ -378,9 +379,26 @@ class GalleryIndex:
         return Path(self.header["root"])
 
     def image_paths(self, root: str | os.PathLike | None = None) -> list[str]:
-        """Absolute paths of every indexed image, in index order."""
+        """Paths of every indexed image under :meth:`root_folder`, in index order (kept per root)."""
         folder = self.root_folder(root)
-        return [str(folder / relative) for relative in self.rows["relative_path"]]
+        key = ("paths", str(folder))
+        if key not in self._cache:
+            self._cache[key] = [str(folder / relative) for relative in self.rows["relative_path"]]
+        return self._cache[key]
+
+    def positions(self, column: str) -> dict[str, list[int]]:
+        """``{value: [row, ...]}`` of ``relative_path`` or ``image_id`` (kept)."""
+        if column not in self._cache:
+            table: dict[str, list[int]] = {}
+            for position, value in enumerate(self.rows[column]):
+                table.setdefault(value, []).append(position)
+            self._cache[column] = table
+        return self._cache[column]
+
+    def position_of_file(self, path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[int]:
+        """Rows whose image is the file ``path`` (symbolic links resolved; one lookup, not one per image)."""
+        relative = relative_to_root(os.path.realpath(path), os.path.realpath(self.root_folder(root)))
+        return list(self.positions("relative_path").get(relative, [])) if relative is not None else []
 
     # --- appending ----------------------------------------------------------------------------
     def missing_items(self, items: list[Item], stage: str = "index") -> tuple[list[Item], list[ErrorRecord]]:
@@ -464,7 +482,7 @@ class GalleryIndex:
             self.location.write_json(HEADER, fresh.header)
         self.header = fresh.header
         self._rows = self._embeddings = None
-        self._searchers = {}
+        self._searchers, self._cache = {}, {}
         return added
 
     def append(self, model: EmbeddingModel, items: list[Item], device: str = "cpu", batch_size: int = 32,

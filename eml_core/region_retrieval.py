@@ -58,7 +58,6 @@ over a retrieved image g; ``sum_x M_g[x] + f . B_g / (|E_q||E_g|) = s(g)``.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import cv2
@@ -350,15 +349,11 @@ def query_vectors(model: EmbeddingModel, queries: list[RegionQuery], methods=DEF
 
 
 def _exclusions(index: GalleryIndex, queries: list[QueryVectors], root=None) -> list[set[int]]:
-    by_path: dict[str, list[int]] = {}
-    for i, path in enumerate(index.image_paths(root)):
-        by_path.setdefault(os.path.realpath(path), []).append(i)
-    by_id: dict[str, list[int]] = {}
-    for i, image_id in enumerate(index.rows["image_id"]):
-        by_id.setdefault(image_id, []).append(i)
+    """Per query, the gallery rows never to return: its own file, and the ids it excludes."""
+    by_id = index.positions("image_id")
     out = []
     for qv in queries:
-        excluded = set(by_path.get(os.path.realpath(qv.query.image), []))
+        excluded = set(index.position_of_file(qv.query.image, root))
         for image_id in qv.query.exclude_gallery_ids:
             excluded.update(by_id.get(image_id, []))
         out.append(excluded)

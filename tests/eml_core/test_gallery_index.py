@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,7 +120,7 @@ def test_moved_indexes_still_resolve_paths(tmp_path, gallery, model):
         paths = together.image_paths()
         assert all(p.startswith(str(tmp_path) + "_moved") for p in paths)
         assert [p.replace(str(tmp_path) + "_moved", str(tmp_path)) for p in paths] == expected
-        assert all(__import__("os").path.isfile(p) for p in paths)
+        assert all(os.path.isfile(p) for p in paths)
         # and an explicit root wins over both
         assert together.image_paths(root="/data/cub")[0] == "/data/cub/images/" + gallery.items[0].relative_path
     finally:
@@ -127,15 +129,15 @@ def test_moved_indexes_still_resolve_paths(tmp_path, gallery, model):
 
 def test_bad_gallery_items_become_error_rows_and_are_retried_later(tmp_path, gallery, model):
     broken = gallery.items[2]
-    original = open(broken.path, "rb").read()
-    open(broken.path, "wb").write(b"not a png")
+    original = Path(broken.path).read_bytes()
+    Path(broken.path).write_bytes(b"not a png")
     outside = Item("outside", str(tmp_path / "elsewhere.png"), "elsewhere.png", 1, "test", None, (8, 8))
     index, added, errors = build_index(tmp_path / "index", model, [*gallery.items, outside], gallery.root)
     assert added == len(gallery.items) - 1
     problems = {e.item: e.problem for e in errors}
     assert "not a readable image" in problems[broken.image_id] or "corrupt" in problems[broken.image_id]
     assert "not inside the index root" in problems["outside"]
-    open(broken.path, "wb").write(original)
+    Path(broken.path).write_bytes(original)
     index, added, errors = build_index(tmp_path / "index", model, gallery.items, gallery.root)
     assert added == 1 and not errors and len(index) == len(gallery.items)
     clash = Item(gallery.items[0].image_id, gallery.items[1].path.replace(".png", "_copy.png"), "x", 1, "test", None,
@@ -148,13 +150,13 @@ def test_bad_gallery_items_become_error_rows_and_are_retried_later(tmp_path, gal
 
 
 def test_damaged_indexes_are_refused_with_the_file_named(tmp_path, gallery, model):
-    index, _, _ = build_index(tmp_path / "index", model, gallery.items, gallery.root)
+    build_index(tmp_path / "index", model, gallery.items, gallery.root)
     part = next((tmp_path / "index" / "parts").glob("*.npy"))
     data = bytearray(part.read_bytes())
     data[-3] ^= 0xFF
     part.write_bytes(bytes(data))
     with pytest.raises(GalleryIndexError, match="do not match the SHA-256"):
-        GalleryIndex.open(tmp_path / "index").embeddings
+        _ = GalleryIndex.open(tmp_path / "index").embeddings
     header = json.loads((tmp_path / "index" / "index.json").read_text())
     header["parts"][0]["key"] = "../../etc/passwd"
     (tmp_path / "index" / "index.json").write_text(json.dumps(header))
@@ -243,3 +245,25 @@ def test_ivf_probing_every_cell_is_exact_and_recall_is_measured(tmp_path, galler
     streamed = IVFSearch.from_index(index, nlist=2, nprobe=2)
     vectors = index.embeddings[:3] / np.linalg.norm(index.embeddings[:3], axis=1, keepdims=True)
     assert recall_against_exact(streamed.search(vectors, 5)[1], index.searcher("cpu").search(vectors, 5)[1], 5) == 1.0
+
+
+def test_a_folder_dataset_and_the_faces_sample_index_like_any_other(tmp_path, model):
+    from eml_core.datasets import dataset_from_spec
+    from tests.conftest import shared_data
+
+    (tmp_path / "pictures" / "a").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = ["image,label,split,x,y,width,height"]
+    for n in range(4):
+        from PIL import Image
+
+        Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "pictures" / "a" / f"{n}.png")
+        lines.append(f"a/{n}.png,{n % 2},test,,,,")
+    (tmp_path / "pictures" / "annotations.csv").write_text("\n".join(lines) + "\n")
+    folder = dataset_from_spec(f"folder:{tmp_path / 'pictures'}")
+    index, added, errors = build_index(tmp_path / "index", model, folder.items, folder.root)
+    assert added == 4 and not errors and list(index.rows["relative_path"]) == [f"a/{n}.png" for n in range(4)]
+    assert list(index.rows["label"]) == [0, 1, 0, 1] and index.rows["camera"].isna().all()
+    faces = dataset_from_spec(f"faces:{shared_data('faces')}")
+    index, added, errors = build_index(tmp_path / "faces", model, faces.items[:6], faces.root)
+    assert added == 6 and not errors and index.rows["relative_path"].str.startswith("images/").all()
