@@ -47,7 +47,7 @@ def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
 
 
 def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
-    from eml_core.datasets import dataset_from_spec
+    from eml_core.dataset_specs import dataset_from_spec
     from eml_core.localization import pair_maps
     from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec

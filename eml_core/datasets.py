@@ -230,9 +230,9 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     labels = _read_table(root / "image_class_labels.txt", 2, stage, errors, lambda f: (int(f[0]),))
     splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
     names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
-    for table, name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
-                        (splits, "train_test_split.txt")):
-        _report_orphans(table, paths, root / name, stage, errors)
+    for table, file_name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
+                             (splits, "train_test_split.txt")):
+        _report_orphans(table, paths, root / file_name, stage, errors)
     # ids whose annotation line was already reported as unparseable: report each problem once
     already_reported = {e.item for e in errors}
 
@@ -385,36 +385,3 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
                 continue
         items.append(Item(image_id, str(path), relative, label, split, box, size))
     return Dataset(name, str(root), items, errors)
-
-
-def check_dataset_spec(spec: str, must_exist: bool = True) -> None:
-    """Fail fast (before any flow starts) on a malformed spec or, with ``must_exist``, a missing dataset folder
-    (a deployment's spec names a folder on the worker, checked there)."""
-    if not isinstance(spec, str):
-        raise DatasetError(f"dataset spec {spec!r}: expected a string")
-    kind, _, argument = spec.partition(":")
-    if kind == "synthetic":
-        return
-    if kind not in ("cub", "folder") or not argument:
-        raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")
-    root = Path(argument.partition(",")[0])
-    if must_exist and not root.is_dir():
-        raise DatasetError(f"dataset spec {spec!r}: folder {root} does not exist")
-
-
-def dataset_from_spec(spec: str) -> Dataset:
-    """``cub:PATH``, ``folder:ROOT`` or ``folder:ROOT,CSV``, or ``synthetic[:PATH]`` (generated if absent)."""
-    check_dataset_spec(spec)
-    kind, _, argument = spec.partition(":")
-    if kind == "cub" and argument:
-        return load_cub(argument)
-    if kind == "folder" and argument:
-        root, _, csv_file = argument.partition(",")
-        return load_folder(root, csv_file or None)
-    if kind == "synthetic":
-        from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
-
-        folder = ensure_synthetic_dataset(argument or DEFAULT_LOCATION)
-        dataset = load_cub(folder, name="synthetic")
-        return dataset
-    raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")

@@ -72,6 +72,30 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("train_localization_accuracy", pa.float64()), ("best_threshold", pa.float64()),
         ("reference_model", pa.string()), ("accuracy_drop_vs_reference", pa.float64()),
     ]),
+    # one row per image of a gallery index (eml_core.gallery_index), in the order of its embeddings; the path is
+    # relative to the index's recorded root; camera is null outside re-identification datasets
+    "gallery_index_items": pa.schema([
+        ("image_id", pa.string()), ("relative_path", pa.string()), ("label", pa.int64()), ("camera", pa.int64()),
+        ("split", pa.string()), ("height", pa.int64()), ("width", pa.int64()),
+    ]),
+    # interactive retrieval (eml_core.region_retrieval): one row per (query, region, method, rank). The region is a
+    # box in original query pixels (pixel edges); a point query has box_x0 = box_x1 = x, box_y0 = box_y1 = y.
+    # region_feature names how the query vector was made: centre (paper), box_mean, whole_image, crop, mask.
+    # gallery_image is the resolved path, gallery_relative_path the path under the index root.
+    "retrieval_rankings": pa.schema([
+        ("query_id", pa.string()), ("query_image", pa.string()), ("query_label", pa.int64()),
+        ("region_kind", pa.string()),
+        ("box_x0", pa.float64()), ("box_y0", pa.float64()), ("box_x1", pa.float64()), ("box_y1", pa.float64()),
+        ("method", pa.string()), ("region_feature", pa.string()), ("rank", pa.int64()),
+        ("gallery_id", pa.string()), ("gallery_image", pa.string()), ("gallery_relative_path", pa.string()),
+        ("gallery_label", pa.int64()), ("score", pa.float64()),
+    ]),
+    # retrieval benchmarks (eml_core.retrieval_benchmark), long format: one row per (benchmark, method, metric, k).
+    # metric: precision (precision@k), map (k null), cmc (Rank-k, re-id rules); count = queries averaged over
+    "retrieval_eval": pa.schema([
+        ("benchmark", pa.string()), ("method", pa.string()), ("region_feature", pa.string()), ("metric", pa.string()),
+        ("k", pa.int64()), ("value", pa.float64()), ("count", pa.int64()),
+    ]),
     # human studies: one row per answer, from MTurk or the lab (amt/responses.py describes every column)
     "responses": pa.schema([
         ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from eml_core.datasets import check_dataset_spec
+from eml_core.dataset_specs import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
 from eml_core.methods import DEFAULT_METHODS, REGISTRY
 from eml_core.sweep import FINE_THRESHOLDS

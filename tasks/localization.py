@@ -22,7 +22,8 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from eml_core.datasets import Dataset, ErrorRecord, Item, dataset_from_spec
+from eml_core.dataset_specs import dataset_from_spec
+from eml_core.datasets import Dataset, ErrorRecord, Item
 from eml_core.localization import localize_pairs
 from eml_core.models import model_from_spec, resolve_device
 from eml_core.results import ResultsLocation

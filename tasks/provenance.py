@@ -12,7 +12,7 @@ from pathlib import Path
 from eml_core.weights import sha256_of
 
 # The modules whose code decides a shard's result: changing any of them invalidates cached shards.
-_RESULT_MODULES = ("decomposition", "position_embeddings", "gradcam", "presentation", "localization", "sampling",
+_RESULT_MODULES = ("dataset_specs", "identity_datasets", "component_sweep", "decomposition", "position_embeddings", "gradcam", "presentation", "localization", "sampling",
                    "retrieval", "models", "heads", "images", "datasets", "sweep", "methods", "feature_maps", "batches")
 
 

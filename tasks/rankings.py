@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from eml_core.atomic import write_bytes_atomic
-from eml_core.datasets import dataset_from_spec
+from eml_core.dataset_specs import dataset_from_spec
 from eml_core.models import model_from_spec
 from eml_core.retrieval import region_rankings
 

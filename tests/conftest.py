@@ -22,7 +22,8 @@ from prefect.logging.configuration import setup_logging  # noqa: E402
 # handlers bind to the session's streams rather than to one test's capsys buffer (closed after that test).
 setup_logging()
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# EML_SHARED_DATA points elsewhere, e.g. from a git worktree whose parent folder has no shared/ beside it
+SHARED_DATA = Path(os.environ.get("EML_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def shared_data(*parts: str) -> Path:

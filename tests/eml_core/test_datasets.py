@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eml_core.datasets import DatasetError, dataset_from_spec, load_cub
+from eml_core.dataset_specs import dataset_from_spec
+from eml_core.datasets import DatasetError, load_cub
 from eml_core.synthetic import SyntheticConfig, ensure_synthetic_dataset, generate_synthetic_dataset
 from tests.conftest import shared_data
 
