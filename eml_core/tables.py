@@ -1,4 +1,4 @@
-"""Stable, documented schemas of every Parquet table eml writes (described in docs/results.md).
+"""Stable schemas of every Parquet table eml writes, one definition each (described in docs/results.md).
 
 Every table is built through :func:`frame`, which fixes column order and types,
 so a table has the same schema whether it holds zero rows or a million.
