@@ -177,7 +177,8 @@ def split_name(csv_file: Path) -> str:
     return csv_file.stem.split("-", 1)[0]
 
 
-def load_cvusa(root: str | Path, splits=None, name: str = "cvusa", panorama_aspect: float | None = CVUSA_PANORAMA_ASPECT,
+def load_cvusa(root: str | Path, splits=None, name: str = "cvusa",
+               panorama_aspect: float | None = CVUSA_PANORAMA_ASPECT,
                aspect_tolerance: float = ASPECT_TOLERANCE) -> CrossViewDataset:
     """Load a CVUSA folder (official layout).
 
@@ -258,11 +259,13 @@ def _checked_pair(root: Path, pair_id: str, relative_panorama: str, relative_aer
         sizes[role] = size
     problem = panorama_shape_problem(sizes["panorama"], aspect, tolerance)
     if problem:
-        errors.append(ErrorRecord(STAGE, pair_id, str(root / relative_panorama), line, f"{problem} (listed in {listed_in})"))
+        errors.append(ErrorRecord(STAGE, pair_id, str(root / relative_panorama), line,
+                                  f"{problem} (listed in {listed_in})"))
         return None
     problem = aerial_shape_problem(sizes["aerial"])
     if problem:
-        errors.append(ErrorRecord(STAGE, pair_id, str(root / relative_aerial), line, f"{problem} (listed in {listed_in})"))
+        errors.append(ErrorRecord(STAGE, pair_id, str(root / relative_aerial), line,
+                                  f"{problem} (listed in {listed_in})"))
         return None
     annotation_path = None
     if annotation:
@@ -344,11 +347,12 @@ def load_pair_pixels(pair: CrossViewPair, panorama_aspect: float | None = None,
         if bottom > panorama.shape[1]:
             raise ImageError(pair.panorama, f"has {panorama.shape[1]} rows; the crop needs rows {top}-{bottom - 1}")
         panorama = panorama[:, top:bottom]
-    problem = panorama_shape_problem(tuple(panorama.shape[-2:]), panorama_aspect, aspect_tolerance)
+    problem = panorama_shape_problem((int(panorama.shape[-2]), int(panorama.shape[-1])), panorama_aspect,
+                                     aspect_tolerance)
     if problem:
         raise ImageError(pair.panorama, problem)
     aerial = load_image(pair.aerial).pixels
-    problem = aerial_shape_problem(tuple(aerial.shape[-2:]))
+    problem = aerial_shape_problem((int(aerial.shape[-2]), int(aerial.shape[-1])))
     if problem:
         raise ImageError(pair.aerial, problem)
     return PairPixels(panorama, aerial)
@@ -416,7 +420,7 @@ class CrossViewSyntheticConfig:
 
 def _photo_rgb(file_name: str, rng: np.random.Generator) -> np.ndarray:
     """A bundled photograph as float RGB; transparency composited on white, grey photographs tinted."""
-    image = Image.open(packaged_image(file_name))
+    image: Image.Image = Image.open(packaged_image(file_name))
     if image.mode in ("RGBA", "LA", "P"):
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
@@ -437,7 +441,7 @@ def _ground(rng: np.random.Generator, size: int) -> np.ndarray:
     texture = Image.open(packaged_image(GROUND_TEXTURES[rng.integers(len(GROUND_TEXTURES))])).convert("L")
     scale = size / min(texture.size) * rng.uniform(1.0, 1.5)
     texture = texture.resize((int(np.ceil(texture.size[0] * scale)), int(np.ceil(texture.size[1] * scale))),
-                             Image.BILINEAR)
+                             Image.Resampling.BILINEAR)
     grey = np.asarray(texture, dtype=np.float32) / 255.0
     top = rng.integers(0, grey.shape[0] - size + 1)
     left = rng.integers(0, grey.shape[1] - size + 1)
@@ -492,14 +496,15 @@ def compose_aerial(rng: np.random.Generator, config: CrossViewSyntheticConfig) -
     sources = rng.choice(len(LANDMARK_SOURCES), size=count, replace=False)
     landmarks = []
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for source, (azimuth, radius, diameter) in zip(sources, _place_landmarks(rng, config, count)):
+    # strict=False: fewer landmarks than sources when the rejection sampling runs out of room
+    for source, (azimuth, radius, diameter) in zip(sources, _place_landmarks(rng, config, count), strict=False):
         photo = _photo_rgb(LANDMARK_SOURCES[source], rng)
         crop = int(min(photo.shape[:2]) * rng.uniform(0.6, 1.0))
         top = rng.integers(0, photo.shape[0] - crop + 1)
         left = rng.integers(0, photo.shape[1] - crop + 1)
         span = int(np.ceil(diameter)) + 2
-        patch = Image.fromarray((photo[top:top + crop, left:left + crop] * 255).astype(np.uint8))
-        patch = np.asarray(patch.resize((span, span), Image.BILINEAR), dtype=np.float32) / 255.0
+        cut = Image.fromarray((photo[top:top + crop, left:left + crop] * 255).astype(np.uint8))
+        patch = np.asarray(cut.resize((span, span), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
         x, y = aerial_point(azimuth, radius, (size, size))
         # the disc samples the patch around the exact (sub-pixel) centre
         inside = (xx - float(x)) ** 2 + (yy - float(y)) ** 2 <= (diameter / 2) ** 2

@@ -28,16 +28,30 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as functional
 from torch import nn
 
 from eml_core.errors import ArgumentError, ModelError
-from eml_core.models import (BACKBONES, CHECKPOINT_FORMAT, MAX_EMBEDDING_DIM, MAX_INPUT_SIDE, EmbeddingModel,
-                             Preprocessing, _bounded_int, _check_factory_allowed, _preprocessing_from_payload,
-                             _read_checkpoint, _scalar_kwargs, build_backbone, check_finite_parameters,
-                             is_factory_spec, trusted_factories)
+from eml_core.models import (
+    BACKBONES,
+    CHECKPOINT_FORMAT,
+    MAX_EMBEDDING_DIM,
+    MAX_INPUT_SIDE,
+    EmbeddingModel,
+    Preprocessing,
+    _bounded_int,
+    _check_factory_allowed,
+    _preprocessing_from_payload,
+    _read_checkpoint,
+    _scalar_kwargs,
+    build_backbone,
+    check_finite_parameters,
+    is_factory_spec,
+    trusted_factories,
+)
 
 CROSSVIEW_KIND = "crossview"
 PANORAMA_SIZE = (224, 1232)
@@ -59,7 +73,8 @@ class CrossViewModel(nn.Module):
     @property
     def shares_projection(self) -> bool:
         """Whether both heads end in the same ``nn.Linear`` object (the paper's shared FC)."""
-        return _last_linear(self.street.head) is not None and _last_linear(self.street.head) is _last_linear(self.aerial.head)
+        street = _last_linear(self.street.head)
+        return street is not None and street is _last_linear(self.aerial.head)
 
     def embed(self, branch: str, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings of preprocessed ``images`` through ``branch``."""
@@ -138,7 +153,8 @@ def crossview_from_factory(factory: str, **kwargs) -> CrossViewModel:
     try:
         built = function(**kwargs)
     except TypeError as error:
-        raise ModelError(f"cross-view model factory {factory!r}: cannot call it with {sorted(kwargs)} ({error})") from None
+        raise ModelError(f"cross-view model factory {factory!r}: cannot call it with {sorted(kwargs)} "
+                         f"({error})") from None
     if isinstance(built, tuple) and len(built) == 2:
         built = CrossViewModel(*built)
     if not isinstance(built, CrossViewModel):
@@ -170,12 +186,17 @@ def save_crossview_model(model: CrossViewModel, path: str | Path, extra: dict | 
     return write_bytes_atomic(Path(path), buffer.getvalue())
 
 
+def _required_int(value: object, name: str, source: str, low: int, high: int) -> int:
+    return cast(int, _bounded_int(value, name, source, low, high, optional=False))
+
+
 def _size(value: object, name: str, source: str) -> tuple[int, int] | None:
     if value is None:
         return None
     if not (isinstance(value, (list, tuple)) and len(value) == 2):
         raise ModelError(f"{source}: config field {name!r} must be [height, width] or null, got {value!r}")
-    return tuple(_bounded_int(v, name, source, 1, MAX_INPUT_SIDE, optional=False) for v in value)
+    return (_required_int(value[0], name, source, 1, MAX_INPUT_SIDE),
+            _required_int(value[1], name, source, 1, MAX_INPUT_SIDE))
 
 
 def load_crossview_model(path: str | Path, map_location: str | torch.device = "cpu",
@@ -191,11 +212,10 @@ def load_crossview_model(path: str | Path, map_location: str | torch.device = "c
         if backbone not in BACKBONES:
             raise ModelError(f"{source}: config names unknown backbone {backbone!r}")
         model = build_crossview_model(
-            backbone, _bounded_int(config.get("embedding_dim"), "embedding_dim", source, 1, MAX_EMBEDDING_DIM,
-                                   optional=False),
+            backbone, _required_int(config.get("embedding_dim"), "embedding_dim", source, 1, MAX_EMBEDDING_DIM),
             _size(config.get("panorama_size"), "panorama_size", source), _size(config.get("aerial_size"), "aerial_size",
                                                                                source),
-            pretrained=False, seed=_bounded_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1, optional=False))
+            pretrained=False, seed=_required_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1))
     elif origin == "factory":
         name = _check_factory_allowed(config.get("factory"), source, factory)
         model = crossview_from_factory(name, **_scalar_kwargs(config.get("factory_kwargs"), source))
@@ -205,7 +225,8 @@ def load_crossview_model(path: str | Path, map_location: str | torch.device = "c
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
-        raise ModelError(f"{path}: weights do not fit the model its config describes ({str(error)[:300]})") from None
+        problem = " ".join(str(error).split())[:300]  # torch's message spans lines; errors are one line
+        raise ModelError(f"{path}: weights do not fit the model its config describes ({problem})") from None
     model.config = {**model.config, **config}
     preprocessing, strides = payload.get("preprocessing"), payload.get("stride")
     for name in BRANCHES:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -150,8 +151,12 @@ class CrossViewTrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ArgumentError(name, f"must be a finite number >= 0, got {value!r}")
-        self.panorama_size = tuple(self.panorama_size)
-        self.aerial_size = tuple(self.aerial_size)
+        for name in ("panorama_size", "aerial_size"):
+            size = getattr(self, name)
+            if not (isinstance(size, (list, tuple)) and len(size) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+                raise ArgumentError(name, f"must be (height, width) in pixels, got {size!r}")
+            setattr(self, name, (int(size[0]), int(size[1])))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "panorama_size": list(self.panorama_size), "aerial_size": list(self.aerial_size)}
@@ -174,17 +179,26 @@ class CrossViewTrainingReport:
 # cached features
 
 
-def _pooled(model: CrossViewModel, branch: str, images: torch.Tensor) -> torch.Tensor:
-    """What the shared FC sees: the branch's head up to (not including) its last layer."""
-    network = model.branch(branch)
-    return network.head[:-1](network.features(images))
-
-
-def _check_cacheable(model: CrossViewModel) -> None:
-    heads = [model.street.head, model.aerial.head]
-    if not model.shares_projection or not all(isinstance(h, nn.Sequential) and len(h) >= 2 for h in heads):
+def _head_layers(model: CrossViewModel, branch: str) -> nn.Sequential:
+    head = model.branch(branch).head
+    if not isinstance(head, nn.Sequential) or len(head) < 2 or not isinstance(head[-1], nn.Linear):
         raise ArgumentError("model", "cached training needs both heads to end in one shared nn.Linear after their "
                                      "pooling (GAP -> Flatten -> FC); train other models with fine_tune=True")
+    return head
+
+
+def shared_projection(model: CrossViewModel) -> nn.Linear:
+    """The FC both branches share (the only layer the cached regime trains)."""
+    street, aerial = _head_layers(model, "street"), _head_layers(model, "aerial")
+    if street[-1] is not aerial[-1]:
+        raise ArgumentError("model", "cached training needs one nn.Linear shared by both heads (the paper's layout); "
+                                     "train other models with fine_tune=True")
+    return cast(nn.Linear, street[-1])
+
+
+def _pooled(model: CrossViewModel, branch: str, images: torch.Tensor) -> torch.Tensor:
+    """What the shared FC sees: the branch's head up to (not including) its last layer."""
+    return _head_layers(model, branch)[:-1](model.branch(branch).features(images))
 
 
 def cache_pair_features(model: CrossViewModel, pairs: list[CrossViewPair], rotations: dict[str, list[float]] | None,
@@ -347,14 +361,14 @@ def embed_pairs(model: CrossViewModel, pairs: list[CrossViewPair], batch_size: i
                                                        stage=stage)
     if not kept:
         return kept, torch.zeros(0), torch.zeros(0), errors
-    projection = model.street.head[-1]
+    projection = shared_projection(model)
     with torch.no_grad():
         return (kept, functional.normalize(projection(street.to(device)), dim=1).cpu(),
                 functional.normalize(projection(aerial[:, 0].to(device)), dim=1).cpu(), errors)
 
 
 def train_crossview(train_pairs: list[CrossViewPair], validation_pairs: list[CrossViewPair] | None = None,
-                    config: CrossViewTrainingConfig = CrossViewTrainingConfig(), device: str = "cpu",
+                    config: CrossViewTrainingConfig | None = None, device: str = "cpu",
                     allow_random_init: bool = False, model: CrossViewModel | None = None
                     ) -> tuple[CrossViewModel, CrossViewTrainingReport]:
     """Build (or take) the two-branch model and train it; returns it in eval mode and a report.
@@ -363,6 +377,7 @@ def train_crossview(train_pairs: list[CrossViewPair], validation_pairs: list[Cro
     cache, validation Recall@1 after each epoch (cached regime) and the final
     validation Recall@1/5/10/1% rows, and the error rows of unreadable pairs.
     """
+    config = config or CrossViewTrainingConfig()
     if model is None:
         model = build_crossview_model(config.backbone, config.embedding_dim, config.panorama_size, config.aerial_size,
                                       pretrained=config.pretrained, allow_random_init=allow_random_init,
@@ -374,7 +389,7 @@ def train_crossview(train_pairs: list[CrossViewPair], validation_pairs: list[Cro
         report.loss_history, report.errors = fine_tune_crossview(model, train_pairs, config, device, report)
         report.train_pairs = len(train_pairs)
     else:
-        _check_cacheable(model)
+        projection = shared_projection(model)
         started = time.perf_counter()
         rotations = random_rotations([p.pair_id for p in train_pairs], config.rotations_per_aerial, config.seed)
         kept, street, aerial, report.errors = cache_pair_features(model, train_pairs, rotations, config.aerial_fill,
@@ -387,7 +402,6 @@ def train_crossview(train_pairs: list[CrossViewPair], validation_pairs: list[Cro
             validation = (v_street, v_aerial[:, 0] if len(v_aerial) else v_aerial)
         report.cache_seconds = time.perf_counter() - started
         report.train_pairs = len(kept)
-        projection = model.street.head[-1]
         report.loss_history = fit_shared_projection(projection, street, aerial, config, device, validation, report)
         if validation is not None and len(validation[0]):
             with torch.no_grad():

@@ -35,19 +35,20 @@ parameter; P = the point-to-point matrix of Eq. 5):
   the pixel at p* over the aerial image is row p* of P:
   :math:`\hat\theta = \phi_a(\arg\max_x P[p^*, x]) - \phi_s(p^*)`. Given the
   explanation this is one matrix-vector product, no model call.
-* ``point_specific_vote_top{k}`` (beyond the paper): the k cells of highest
-  :math:`O_s`; every aerial cell x of each of their point-specific maps votes
-  for the relative angle :math:`\phi_a(x) - \phi_s(p)` with weight
-  :math:`\max(P[p, x], 0)` -- its positive share of the similarity. The
-  estimate is the centre of the 7-degree window holding the most weight
-  (refined to the weighted circular mean of the votes inside it).
-  *Why a weighted mode, not a circular mean:* maps are often multimodal (two
-  landmarks, or a landmark and a road), and a mean of two modes points
-  between them, at nothing; the mode of the votes is robust to that, to one
-  wrong panorama pixel (k of them vote), and to the feature grid's
-  quantisation of a single aerial argmax (the weighted votes near the mode
-  interpolate between cells). If it beats ``point_specific`` by much, the
-  single-pixel rule is the bottleneck.
+* ``point_specific_top{k}`` (beyond the paper; k = 10 by default): the
+  **top-k maxima**. The k cells p_i of highest :math:`O_s` each give the
+  point-specific rule's angle :math:`\theta_i = \phi_a(x_i) - \phi_s(p_i)`,
+  :math:`x_i = \arg\max_x P[p_i, x]`, weighted by :math:`\max(P[p_i, x_i], 0)`
+  -- that pair's share of the similarity; the estimate is the **weighted mode**:
+  the 7-degree window holding most weight, refined to the weighted circular
+  mean of the angles inside it. *Why the mode of maxima, not a map-weighted
+  circular mean:* maps are multimodal (two landmarks, a landmark and a road),
+  and a mean of two modes points between them, at nothing; every other cell
+  of a map also carries some positive weight, and that background mass pulls a
+  mean away from the peak (on the embedded data a weighted mode over whole
+  maps was also worse than over their maxima for k <= 10). Maxima of k maps vote once each, so one wrong panorama
+  pixel is outvoted. If this beats ``point_specific`` clearly, the
+  single-pixel rule is the bottleneck. Cost: k matrix-vector products.
 
 **Where the argmax is taken.** Maps are argmaxed at feature resolution and the
 chosen pixel is the centre of the chosen cell. The paper upsamples bilinearly
@@ -81,20 +82,20 @@ from eml_core.errors import ArgumentError
 FILLS = ("reflect", "disc")
 OVERALL_MAPS = {"decomposition": False, "decomposition_bias": True}  # name -> bias flag of PairExplanation.overall
 BASE_METHODS = ("overall", "point_specific")
-DEFAULT_TOP_K = 5
+DEFAULT_TOP_K = 10
 HISTOGRAM_BIN = 7.0
 TOLERANCES = (3.5, 10.0, 30.0)
 CHANCE_WITHIN_3_5 = 7.0 / 360.0
 
 
-def vote_method(top_k: int) -> str:
+def top_k_method(top_k: int) -> str:
     """Name of the robust estimator with ``top_k`` panorama cells."""
-    return f"point_specific_vote_top{top_k}"
+    return f"point_specific_top{top_k}"
 
 
 def orientation_methods(top_k: int | None = DEFAULT_TOP_K) -> tuple[str, ...]:
-    """The methods a run reports: the paper's two, and the robust vote unless ``top_k`` is None."""
-    return BASE_METHODS + ((vote_method(top_k),) if top_k else ())
+    """The methods a run reports: the paper's two, and the robust one unless ``top_k`` is None."""
+    return BASE_METHODS + ((top_k_method(top_k),) if top_k else ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +304,11 @@ def _flat_argmax(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return index, values, flagged
 
 
+def grid_of(maps: torch.Tensor) -> tuple[int, int]:
+    """``(h, w)`` of maps ``(..., h, w)``."""
+    return int(maps.shape[-2]), int(maps.shape[-1])
+
+
 def _check_maps(maps: torch.Tensor, name: str, batch: int | None = None) -> torch.Tensor:
     if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
         raise ArgumentError(name, f"expected maps of shape (B, h, w), got {getattr(maps, 'shape', type(maps))}")
@@ -326,7 +332,7 @@ def estimate_from_maps(panorama_map: torch.Tensor, aerial_map: torch.Tensor,
     p_index, p_value, p_flag = _flat_argmax(panorama_map)
     a_index, a_value, a_flag = _flat_argmax(aerial_map)
     return _estimates(p_index, p_value, p_flag, a_index, a_value, a_flag,
-                      tuple(panorama_map.shape[-2:]), tuple(aerial_map.shape[-2:]), aerial_size)
+                      grid_of(panorama_map), grid_of(aerial_map), aerial_size)
 
 
 def _estimates(p_index, p_value, p_flag, a_index, a_value, a_flag, panorama_grid, aerial_grid, aerial_size):
@@ -354,59 +360,55 @@ def estimate_point_specific(panorama_map: torch.Tensor, point_specific, aerial_s
     maps = point_specific(p_index.view(-1, 1))[:, 0]
     a_index, a_value, a_flag = _flat_argmax(maps)
     return _estimates(p_index, p_value, p_flag, a_index, a_value, a_flag,
-                      tuple(panorama_map.shape[-2:]), tuple(maps.shape[-2:]), aerial_size)
+                      grid_of(panorama_map), grid_of(maps), aerial_size)
 
 
-def estimate_vote(panorama_map: torch.Tensor, point_specific, top_k: int = DEFAULT_TOP_K,
-                  aerial_size: tuple[int, int] | None = None, window: float = HISTOGRAM_BIN) -> list[Estimate]:
-    """The robust estimator: weighted mode of relative angles over the top-k panorama cells (module docstring).
+def estimate_top_k(panorama_map: torch.Tensor, point_specific, top_k: int = DEFAULT_TOP_K,
+                   aerial_size: tuple[int, int] | None = None, window: float = HISTOGRAM_BIN) -> list[Estimate]:
+    """The robust estimator: the weighted mode of the top-k maxima (module docstring).
 
-    Votes ``phi_a(x) - phi_s(p)`` with weight ``max(P[p, x], 0)`` fill a circular
-    histogram of 1-degree bins; the window of ``window`` degrees holding most
-    weight wins, and the estimate is the weighted circular mean of the votes
-    within ``window / 2`` of its centre. Chosen cells reported: the panorama's
-    top cell, and the aerial cell of the largest vote near the estimate.
+    The k panorama cells p_i of highest overall value each give the
+    point-specific rule's angle ``theta_i = phi_a(x_i) - phi_s(p_i)``,
+    x_i = argmax of their point-specific map, with weight
+    ``w_i = max(P[p_i, x_i], 0)``. The window of ``window`` degrees (on a
+    1-degree grid) holding the most weight wins; the estimate is the weighted
+    circular mean of the angles within ``window / 2`` of its centre. The chosen
+    cells reported are those of the heaviest vote in the window, so their
+    azimuths differ by an angle within ``window / 2`` of the estimate.
     """
     _check_maps(panorama_map, "panorama_map")
-    if not isinstance(top_k, int) or top_k < 1:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ArgumentError("top_k", f"must be a positive integer, got {top_k!r}")
     batch = panorama_map.shape[0]
-    panorama_grid = tuple(panorama_map.shape[-2:])
+    panorama_grid = grid_of(panorama_map)
     flat = panorama_map.detach().reshape(batch, -1).double()
     k = min(top_k, flat.shape[1])
     clean = torch.where(torch.isfinite(flat), flat, torch.full_like(flat, -math.inf))
-    top_values, top_cells = clean.topk(k, dim=1)  # sorted, highest first
-    maps = point_specific(top_cells)                                   # (B, k, ha, wa)
-    aerial_grid = tuple(maps.shape[-2:])
-    weights = maps.detach().reshape(batch, k, -1).double().cpu()
-    finite = torch.isfinite(weights).all(-1).all(-1)
-    weights = torch.where(torch.isfinite(weights), weights, torch.zeros_like(weights)).clamp_min(0)
-    phi_s = torch.from_numpy(panorama_cell_azimuths(panorama_grid))
-    phi_a = torch.from_numpy(aerial_cell_azimuths(aerial_grid, aerial_size))
-    votes = torch.remainder(phi_a.view(1, 1, -1) - phi_s[top_cells.cpu()].unsqueeze(-1), 360.0)  # (B, k, na)
-    half = window / 2.0
+    top_values, top_cells = clean.topk(k, dim=1)                     # sorted, highest first (ties: lower index)
+    maps = point_specific(top_cells)                                  # (B, k, ha, wa): k matrix-vector products
+    aerial_cells, aerial_values, aerial_flags = _flat_argmax(maps)    # (B, k)
+    phi_s = panorama_cell_azimuths(panorama_grid)
+    phi_a = aerial_cell_azimuths(grid_of(maps), aerial_size)
+    panorama_index, aerial_index = top_cells.cpu().numpy(), aerial_cells.cpu().numpy()
+    angles = np.mod(phi_a[aerial_index] - phi_s[panorama_index], 360.0)    # (B, k)
+    weights = np.where(aerial_flags.cpu().numpy(), 0.0, aerial_values.cpu().numpy().clip(min=0))
+    width = max(1, int(round(window)))
     out = []
     for b in range(batch):
-        angle, weight = votes[b].reshape(-1), weights[b].reshape(-1)
-        flagged = bool(~finite[b]) or not bool(weight.sum() > 0) or not bool(top_values[b, 0] > 0)
-        histogram = torch.zeros(360, dtype=torch.float64).index_add_(0, angle.floor().long() % 360, weight)
-        width = max(1, int(round(window)))
-        # circular box filter: weight within the window starting at each bin
-        padded = torch.cat([histogram, histogram[:width - 1]])
-        windowed = padded.unfold(0, width, 1).sum(-1)
-        centre = (int(windowed.argmax()) + width / 2.0) % 360.0
-        near = orientation_error(angle.numpy(), centre)  # signed distance of each vote from the window centre
-        inside = torch.from_numpy(np.abs(near) <= half) & (weight > 0)
-        if bool(inside.any()):
-            w = weight[inside].numpy()
-            radians = np.radians(angle[inside].numpy())
-            estimate = float(unit_degrees(np.degrees(np.arctan2((w * np.sin(radians)).sum(), (w * np.cos(radians)).sum()))))
-            strongest = int(torch.nonzero(inside).flatten()[int(np.argmax(w))])
-        else:
-            estimate, strongest = float(centre), 0
-        vote_cell, aerial_cell = divmod(strongest, votes.shape[-1])
-        out.append(Estimate(estimate, int(top_cells[b, 0]), int(aerial_cell), float(top_values[b, 0]),
-                            float(weights[b, vote_cell, aerial_cell]), flagged))
+        histogram = np.bincount(np.floor(angles[b]).astype(int) % 360, weights=weights[b], minlength=360)
+        windowed = np.convolve(np.concatenate([histogram, histogram[:width - 1]]), np.ones(width), "valid")[:360]
+        centre = (int(np.argmax(windowed)) + width / 2.0) % 360.0  # first best window: deterministic
+        inside = (np.abs(orientation_error(angles[b], centre)) <= window / 2.0) & (weights[b] > 0)
+        flagged = not inside.any() or not bool(top_values[b, 0] > 0)
+        if inside.any():
+            w, radians = weights[b][inside], np.radians(angles[b][inside])
+            estimate = float(unit_degrees(np.degrees(np.arctan2((w * np.sin(radians)).sum(),
+                                                                (w * np.cos(radians)).sum()))))
+            heaviest = int(np.flatnonzero(inside)[np.argmax(w)])
+        else:  # no vote with positive weight: fall back to the single-pixel rule of the top cell
+            estimate, heaviest = float(angles[b, 0]), 0
+        out.append(Estimate(estimate, int(panorama_index[b, heaviest]), int(aerial_index[b, heaviest]),
+                            float(flat[b, panorama_index[b, heaviest]]), float(aerial_values[b, heaviest]), flagged))
     return out
 
 
@@ -417,7 +419,7 @@ def estimate_orientations(explanation, overall_map: str = "decomposition", top_k
     ``panorama_side`` is the side holding the panorama (``query`` for
     :meth:`~eml_core.crossview_model.CrossViewModel.explain`). The overall maps
     are computed once and shared; the point-specific step costs one
-    matrix-vector product per pair (``top_k`` of them for the vote).
+    matrix-vector product per pair (``top_k`` of them for the top-k maxima).
     """
     if overall_map not in OVERALL_MAPS:
         raise ArgumentError("overall_map", f"expected one of {', '.join(OVERALL_MAPS)}, got {overall_map!r}")
@@ -435,7 +437,7 @@ def estimate_orientations(explanation, overall_map: str = "decomposition", top_k
         "point_specific": estimate_point_specific(panorama, rows_of_p, aerial_size),
     }
     if top_k:
-        results[vote_method(top_k)] = estimate_vote(panorama, rows_of_p, top_k, aerial_size)
+        results[top_k_method(top_k)] = estimate_top_k(panorama, rows_of_p, top_k, aerial_size)
     return results
 
 
@@ -504,101 +506,3 @@ def orientation_histogram(rows) -> list[dict]:
             out.append({"overall_map": overall_map, "method": method, "aerial_fill": fill, "bin_centre": centre,
                         "bin_low": low, "bin_high": high, "count": count, "share": count / len(errors)})
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the shard entry point
-
-
-def estimate_orientation(model_pair, pairs, rotations, overall_maps: Sequence[str] = ("decomposition",),
-                         top_k: int | None = DEFAULT_TOP_K, fill: str = "reflect", batch_size: int = 8,
-                         device: str = "cpu", stage: str = "orientation", panorama_aspect: float | None = None):
-    """Estimate the orientation of every (pair, rotation) of a shard; returns ``(rows, errors)``.
-
-    ``model_pair`` is a :class:`~eml_core.crossview_model.CrossViewModel`;
-    ``pairs`` :class:`~eml_core.crossview_data.CrossViewPair` records;
-    ``rotations`` one list of angles for every pair or ``{pair_id: angles}``
-    (:func:`random_rotations` draws them per pair id, so shards agree). Each
-    aerial image is rotated at its own resolution (``fill``: ``reflect`` or
-    ``disc``), both images are preprocessed, each (panorama, rotated aerial) is
-    explained once, and every method and overall map reads that explanation.
-    ``rows`` follow the ``orientation_items`` schema (one per pair, rotation,
-    overall map and method); a pair whose images cannot be decoded or have the
-    wrong shape is an ``errors`` row, and the rest go on.
-    """
-    from eml_core.crossview_data import load_pair_pixels
-    from eml_core.datasets import ErrorRecord
-    from eml_core.errors import EmlError
-
-    if fill not in FILLS:
-        raise ArgumentError("fill", f"expected one of {FILLS}, got {fill!r}")
-    for name in overall_maps:
-        if name not in OVERALL_MAPS:
-            raise ArgumentError("overall_maps", f"unknown overall map {name!r}; choose from {', '.join(OVERALL_MAPS)}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError("batch_size", f"must be a positive integer, got {batch_size!r}")
-    angles = rotations_for([p.pair_id for p in pairs], rotations)
-    rows: list[dict] = []
-    errors: list = []
-    jobs: list[tuple] = []
-
-    def flush():
-        groups: dict[tuple, list] = {}
-        for job in jobs:  # a model without a fixed input size sees images at their own sizes
-            groups.setdefault((tuple(job[2].shape), tuple(job[3].shape)), []).append(job)
-        for group in groups.values():
-            try:
-                explanation = model_pair.explain(torch.stack([j[2] for j in group]).to(device),
-                                                 torch.stack([j[3] for j in group]).to(device))
-                results = {name: estimate_orientations(explanation, name, top_k) for name in overall_maps}
-            except (EmlError, RuntimeError) as error:
-                for pair, angle, _, _ in group:
-                    errors.append(ErrorRecord(stage, pair.pair_id, None, None,
-                                              f"rotation {angle:g}: explanation failed: {error}"))
-                continue
-            grids = {"panorama": explanation.feature_size("query"), "aerial": explanation.feature_size("retrieved")}
-            similarity = explanation.similarity.detach().cpu()
-            for index, (pair, angle, _, _) in enumerate(group):
-                for name, by_method in results.items():
-                    for method, estimates in by_method.items():
-                        rows.append(_item_row(pair, angle, fill, name, method, estimates[index], grids,
-                                              float(similarity[index])))
-        jobs.clear()
-
-    for pair in pairs:
-        try:
-            pixels = load_pair_pixels(pair, panorama_aspect)
-            panorama = model_pair.street.preprocessing(pixels.panorama)
-            model_pair.street.check_input_size(panorama.shape[-2], panorama.shape[-1], pair.panorama)
-        except EmlError as error:
-            errors.append(ErrorRecord(stage, pair.pair_id, getattr(error, "path", None), None, str(error)))
-            continue
-        for angle in angles[pair.pair_id]:
-            aerial = model_pair.aerial.preprocessing(rotate_aerial(pixels.aerial, angle, fill))
-            jobs.append((pair, angle, panorama, aerial))
-            if len(jobs) >= batch_size:
-                flush()
-    if jobs:
-        flush()
-    return rows, errors
-
-
-def _item_row(pair, angle: float, fill: str, overall_map: str, method: str, estimate: Estimate,
-              grids: dict[str, tuple[int, int]], similarity: float) -> dict:
-    """One ``orientation_items`` row; chosen pixels in the coordinates of the pair's (cropped) images."""
-    truth = float(unit_degrees(angle + pair.azimuth_offset))
-    px, py = cell_centre_pixels(grids["panorama"], pair.panorama_size)
-    ax, ay = cell_centre_pixels(grids["aerial"], pair.aerial_size)
-    error = float(orientation_error(truth, estimate.estimate))
-    return {
-        "pair_id": pair.pair_id, "panorama": pair.relative_panorama, "aerial": pair.relative_aerial,
-        "split": pair.split, "rotation": float(angle), "truth": truth, "aerial_fill": fill,
-        "overall_map": overall_map, "method": method, "estimate": estimate.estimate, "error": error,
-        "abs_error": abs(error),
-        "panorama_x": float(px[estimate.panorama_cell]), "panorama_y": float(py[estimate.panorama_cell]),
-        "panorama_azimuth": float(panorama_cell_azimuths(grids["panorama"])[estimate.panorama_cell]),
-        "panorama_value": estimate.panorama_value,
-        "aerial_x": float(ax[estimate.aerial_cell]), "aerial_y": float(ay[estimate.aerial_cell]),
-        "aerial_azimuth": float(aerial_azimuth(ax[estimate.aerial_cell], ay[estimate.aerial_cell], pair.aerial_size)),
-        "aerial_value": estimate.aerial_value, "similarity": similarity, "map_flagged": estimate.flagged,
-    }

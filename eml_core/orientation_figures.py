@@ -21,9 +21,20 @@ import pandas as pd
 import torch
 
 from eml_core.errors import ArgumentError
-from eml_core.orientation import (CHANCE_WITHIN_3_5, DEFAULT_TOP_K, OVERALL_MAPS, aerial_azimuth, aerial_point,
-                                  cell_centre_pixels, estimate_orientations, orientation_error, panorama_azimuth,
-                                  rotate_aerial, unit_degrees)
+from eml_core.orientation import (
+    CHANCE_WITHIN_3_5,
+    DEFAULT_TOP_K,
+    OVERALL_MAPS,
+    aerial_azimuth,
+    aerial_point,
+    cell_centre_pixels,
+    estimate_orientations,
+    grid_of,
+    orientation_error,
+    panorama_azimuth,
+    rotate_aerial,
+    unit_degrees,
+)
 from eml_core.presentation import overlay, present
 
 
@@ -77,7 +88,8 @@ def histogram_png(histogram_rows, overall_map: str = "decomposition", methods=("
 
 
 def _as_rgb(pixels: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray((pixels.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+    rgb = (pixels.detach().permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8)
+    return np.ascontiguousarray(rgb.cpu().numpy())
 
 
 def example_png(panorama: torch.Tensor, aerial: torch.Tensor, maps: dict[str, torch.Tensor], chosen: dict[str, dict],
@@ -107,7 +119,8 @@ def example_png(panorama: torch.Tensor, aerial: torch.Tensor, maps: dict[str, to
     axis.axis("off")
     centre = ((size[1] - 1) / 2, (size[0] - 1) / 2)
     expected = float(unit_degrees(chosen["point_specific"]["panorama_azimuth"] + truth))
-    for column, (method, key) in enumerate((("overall", "aerial_overall"), ("point_specific", "aerial_point_specific"))):
+    panels = (("overall", "aerial_overall"), ("point_specific", "aerial_point_specific"))
+    for column, (method, key) in enumerate(panels):
         axis = figure.add_subplot(grid[1, column])
         axis.imshow(overlay(aerial_rgb, shown[key]))
         pick = chosen[method]
@@ -146,19 +159,18 @@ def render_example(model_pair, pair, angle: float, overall_map: str = "decomposi
     estimates = estimate_orientations(explanation, overall_map, top_k=DEFAULT_TOP_K)
     bias = OVERALL_MAPS[overall_map]
     panorama_map = explanation.overall("query", bias=bias)[0]
-    pano_size = pixels.panorama.shape[-2:]
-    aerial_size = rotated.shape[-2:]
+    pano_size, aerial_size = grid_of(pixels.panorama), grid_of(rotated)
     chosen = {}
     for method in ("overall", "point_specific"):
         estimate = estimates[method][0]
-        px, _ = cell_centre_pixels(explanation.feature_size("query"), tuple(pano_size))
-        ax, ay = cell_centre_pixels(explanation.feature_size("retrieved"), tuple(aerial_size))
+        px, _ = cell_centre_pixels(explanation.feature_size("query"), pano_size)
+        ax, ay = cell_centre_pixels(explanation.feature_size("retrieved"), aerial_size)
         chosen[method] = {
             "panorama_x": float(px[estimate.panorama_cell]),
             "panorama_azimuth": float(panorama_azimuth(px[estimate.panorama_cell], pano_size[1])),
             "aerial_x": float(ax[estimate.aerial_cell]), "aerial_y": float(ay[estimate.aerial_cell]),
             "aerial_azimuth": float(aerial_azimuth(ax[estimate.aerial_cell], ay[estimate.aerial_cell],
-                                                   tuple(aerial_size))),
+                                                   aerial_size)),
             "estimate": estimate.estimate,
         }
     point = estimates["point_specific"][0].panorama_cell

@@ -11,12 +11,22 @@ import torch
 from PIL import Image
 from scipy.ndimage import map_coordinates
 
-from eml_core.crossview_data import (CVACT_PANORAMA_ROWS, CrossViewSyntheticConfig, DatasetError, compose_aerial,
-                                     crop_rows, crossview_dataset_from_spec, ensure_crossview_dataset,
-                                     generate_crossview_dataset, load_cvact, load_cvusa, load_pair_pixels,
-                                     polar_panorama)
-from eml_core.orientation import (aerial_point, estimate_orientation, orientation_methods, panorama_azimuth,
-                                  panorama_column, rotate_aerial)
+from eml_core.crossview_data import (
+    CVACT_PANORAMA_ROWS,
+    CrossViewSyntheticConfig,
+    DatasetError,
+    compose_aerial,
+    crop_rows,
+    crossview_dataset_from_spec,
+    ensure_crossview_dataset,
+    generate_crossview_dataset,
+    load_cvact,
+    load_cvusa,
+    load_pair_pixels,
+    polar_panorama,
+)
+from eml_core.orientation import aerial_point, orientation_methods, panorama_azimuth, panorama_column, rotate_aerial
+from eml_core.orientation_evaluation import estimate_orientation
 from tests.conftest import shared_data
 from tests.hostile.harness import record
 
@@ -143,7 +153,8 @@ def test_generated_dataset_loads_is_deterministic_and_reused(tmp_path, tiny_cros
     for relative in ("bingmap/19/0000003.png", "streetview/panos/0000006.png", "splits/val-19zl.csv"):
         assert (again / relative).read_bytes() == (tiny_crossview_root / relative).read_bytes()
     stamp = (again / "generator.json").stat().st_mtime_ns
-    assert ensure_crossview_dataset(tmp_path, config) == again and (again / "generator.json").stat().st_mtime_ns == stamp
+    assert ensure_crossview_dataset(tmp_path, config) == again                # same config: reused, not rewritten
+    assert (again / "generator.json").stat().st_mtime_ns == stamp
     rng = np.random.default_rng(1)
     image, marks = compose_aerial(rng, config)
     azimuths = sorted(m.azimuth for m in marks)
@@ -243,7 +254,8 @@ def test_missing_layout_raises_and_named_split_missing_is_a_row(tmp_path, bad_cv
     dataset = load_cvusa(bad_cvusa, splits=["test"])
     assert dataset.pairs == [] and dataset.errors[0].problem == "split file does not exist"
     assert dataset.errors[0].file.endswith("splits/test-19zl.csv")
-    (bad_cvusa / "splits/val-19zl.csv").write_bytes(b"bingmap/19/0000001.jpg,streetview/panos/0000001.jpg\n\xff\xfe,x\n")
+    good_line = b"bingmap/19/0000001.jpg,streetview/panos/0000001.jpg\n"
+    (bad_cvusa / "splits/val-19zl.csv").write_bytes(good_line + b"\xff\xfe,x\n")
     dataset = load_cvusa(bad_cvusa, splits=["val-19zl.csv"])
     assert [p.pair_id for p in dataset.pairs] == ["0000001"] and "not valid UTF-8" in dataset.errors[0].problem
     record("load_cvusa", "non-UTF-8 line", "errors_row")

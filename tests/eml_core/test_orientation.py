@@ -13,12 +13,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eml_core.errors import ArgumentError
-from eml_core.orientation import (aerial_azimuth, aerial_cell_azimuths, aerial_point, cell_centre_pixels, disc_mask,
-                                  estimate_from_maps, estimate_orientation, estimate_orientations,
-                                  estimate_point_specific, estimate_vote, histogram_bin, histogram_bins,
-                                  orientation_error, orientation_histogram, orientation_methods,
-                                  orientation_summary, panorama_azimuth, panorama_cell_azimuths, panorama_column,
-                                  random_rotations, rotate_aerial, rotations_for, wrap_degrees)
+from eml_core.orientation import (
+    aerial_azimuth,
+    aerial_cell_azimuths,
+    aerial_point,
+    cell_centre_pixels,
+    disc_mask,
+    estimate_from_maps,
+    estimate_orientations,
+    estimate_point_specific,
+    estimate_top_k,
+    histogram_bin,
+    histogram_bins,
+    orientation_error,
+    orientation_histogram,
+    orientation_methods,
+    orientation_summary,
+    panorama_azimuth,
+    panorama_cell_azimuths,
+    panorama_column,
+    random_rotations,
+    rotate_aerial,
+    rotations_for,
+    wrap_degrees,
+)
+from eml_core.orientation_evaluation import estimate_orientation
 from eml_core.tables import frame
 
 ANGLE = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False)
@@ -120,8 +139,8 @@ def test_perfect_maps_give_theta_back(aerial_angle, column, truth):
     assert abs(orientation_error(truth, wrong.estimate)) == pytest.approx(90.0)
     (right,) = estimate_point_specific(panorama, point_specific)
     assert orientation_error(truth, right.estimate) == pytest.approx(0.0, abs=1e-9)
-    (voted,) = estimate_vote(panorama, point_specific, top_k=3)
-    assert orientation_error(truth, voted.estimate) == pytest.approx(0.0, abs=1e-9)
+    (robust,) = estimate_top_k(panorama, point_specific, top_k=3)
+    assert orientation_error(truth, robust.estimate) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_flagged_maps_and_ties():
@@ -135,9 +154,9 @@ def test_flagged_maps_and_ties():
     assert estimate.flagged and estimate.aerial_cell == 5 * 2 + 0
 
 
-def test_vote_takes_the_mode_not_the_mean():
+def test_top_k_maxima_take_the_mode_not_the_mean():
     """Two panorama cells agree on 100 degrees, one outlier says 280: the single argmax follows the outlier
-    (it is the panorama's top cell); the vote of the top 3 finds the agreeing pair."""
+    (it is the panorama's top cell); the weighted mode of the top 3 maxima finds the agreeing pair."""
     panorama = torch.zeros(1, 1, 4)                                 # phi_s = 45, 135, 225, 315
     panorama[0, 0, 0], panorama[0, 0, 1], panorama[0, 0, 2] = 3.0, 2.0, 1.0
     grid = torch.zeros(1, 4, 5, 5)                                   # point-specific maps of the 4 cells
@@ -149,9 +168,9 @@ def test_vote_takes_the_mode_not_the_mean():
         return grid[0, cells[0]].unsqueeze(0)
 
     (single,) = estimate_point_specific(panorama, point_specific)
-    (voted,) = estimate_vote(panorama, point_specific, top_k=3)
-    assert single.estimate == pytest.approx(270.0) and voted.estimate == pytest.approx(90.0)
-    assert voted.panorama_cell == 0 and not voted.flagged
+    (robust,) = estimate_top_k(panorama, point_specific, top_k=3)
+    assert single.estimate == pytest.approx(270.0) and robust.estimate == pytest.approx(90.0)
+    assert robust.panorama_cell == 1 and robust.aerial_cell == 4 and not robust.flagged   # heaviest vote in the mode
 
 
 def test_estimators_refuse_bad_maps():
@@ -160,7 +179,7 @@ def test_estimators_refuse_bad_maps():
     with pytest.raises(ArgumentError, match="aerial_map"):
         estimate_from_maps(torch.zeros(2, 1, 4), torch.zeros(1, 3, 3))
     with pytest.raises(ArgumentError, match="top_k"):
-        estimate_vote(torch.zeros(1, 1, 4), lambda c: torch.zeros(1, 1, 3, 3), top_k=0)
+        estimate_top_k(torch.zeros(1, 1, 4), lambda c: torch.zeros(1, 1, 3, 3), top_k=0)
 
 
 # --- rotation ------------------------------------------------------------------------------------
@@ -248,7 +267,7 @@ def test_histogram_counts_every_error_once_and_bin_zero_is_within_3_5(errors):
     assert histogram["count"].sum() == len(errors)
     (summary,) = orientation_summary(rows)
     assert histogram.loc[histogram["bin_centre"] == 0, "share"].item() == pytest.approx(summary["within_3_5"])
-    for error, centre in zip(errors, histogram_bin(errors)):
+    for error, centre in zip(errors, histogram_bin(errors), strict=True):
         low, high = next((b[1], b[2]) for b in histogram_bins() if b[0] == centre)
         assert (low <= error <= high) or (centre == 180.0 and abs(error) >= 178.5)
 
@@ -328,7 +347,8 @@ def test_estimate_orientation_rows_and_errors(tiny_crossview, tiny_crossview_dat
     table = frame("orientation_items", rows)
     assert set(table["method"]) == set(orientation_methods()) and set(table["pair_id"]) == {pairs[0].pair_id,
                                                                                              pairs[2].pair_id}
-    assert np.allclose(table["error"], [orientation_error(t, e) for t, e in zip(table["truth"], table["estimate"])])
+    expected = [orientation_error(t, e) for t, e in zip(table["truth"], table["estimate"], strict=True)]
+    assert np.allclose(table["error"], expected)
     assert table["abs_error"].between(0, 180).all() and table["rotation"].isin(sum(rotations.values(), [])).all()
     # chosen pixels are in the pair's own image coordinates and carry their azimuths
     first = table.iloc[0]
