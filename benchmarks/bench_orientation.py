@@ -1,7 +1,8 @@
 """Orientation estimation benchmark: pairs per second per method, and what the point-specific step costs.
 
-    .venv/bin/python benchmarks/bench_orientation.py [--batch 4] [--repeats 5] [--warmup 1] [--top-k 5]
-        [--device cpu|cuda] [--threads N] [--checkpoint CROSSVIEW.pt] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_orientation.py [--batch 4] [--repeats 5] [--warmup 1] [--top-k 10]
+        [--device cpu|cuda] [--threads N] [--panorama-size 224x1232] [--aerial-size 512x512]
+        [--embedding-dim 4096] [--checkpoint CROSSVIEW.pt] [--json OUT.json]
 
 Set-up: the paper's two-branch model (``build_crossview_model``: MobileNetV2 x 2,
 GAP, shared FC to 4096; ImageNet weights when installed, else random -- the
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--panorama-size", default="224x1232", help="model input HxW (without --checkpoint)")
+    parser.add_argument("--aerial-size", default="512x512", help="model input HxW (without --checkpoint)")
+    parser.add_argument("--embedding-dim", type=int, default=4096)
     parser.add_argument("--checkpoint")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -70,7 +74,8 @@ def main() -> None:
     if args.checkpoint:
         model = load_crossview_model(args.checkpoint)
     else:
-        model = build_crossview_model("mobilenet_v2", 4096, allow_random_init=True)
+        sizes = [tuple(int(v) for v in text.split("x")) for text in (args.panorama_size, args.aerial_size)]
+        model = build_crossview_model("mobilenet_v2", args.embedding_dim, sizes[0], sizes[1], allow_random_init=True)
     model.to(device).eval()
     g = torch.Generator().manual_seed(0)
     panorama_size = model.street.preprocessing.input_size or (224, 1232)

@@ -368,3 +368,32 @@ def test_estimate_orientation_refuses_bad_arguments(tiny_crossview, tiny_crossvi
         estimate_orientation(tiny_crossview, pairs, [0.0], overall_maps=("gradcam",))
     with pytest.raises(ArgumentError, match="fill"):
         estimate_orientation(tiny_crossview, pairs, [0.0], fill="black")
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def test_histogram_and_example_figures_are_png_bytes(tiny_crossview, tiny_crossview_dataset):
+    from eml_core.orientation_figures import histogram_png, render_example
+
+    rows = [{"overall_map": "decomposition", "method": m, "aerial_fill": "reflect", "error": e, "map_flagged": False}
+            for m in ("overall", "point_specific") for e in (-20.0, 0.5, 2.0, 90.0)]
+    width, height = _png_size(histogram_png(orientation_histogram(rows)))
+    assert width > 2 * height                                   # two panels side by side
+    with pytest.raises(ArgumentError, match="no histogram rows for point_specific_top10"):
+        histogram_png(orientation_histogram(rows), methods=("overall", "point_specific_top10"))
+    with pytest.raises(ArgumentError, match="no histogram rows"):
+        histogram_png([])
+    pair = tiny_crossview_dataset.split("val")[0]
+    width, height = _png_size(render_example(tiny_crossview, pair, 123.0))
+    assert width > 500 and height > 300
