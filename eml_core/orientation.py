@@ -46,9 +46,10 @@ parameter; P = the point-to-point matrix of Eq. 5):
   and a mean of two modes points between them, at nothing; every other cell
   of a map also carries some positive weight, and that background mass pulls a
   mean away from the peak (on the embedded data a weighted mode over whole
-  maps was also worse than over their maxima for k <= 10). Maxima of k maps vote once each, so one wrong panorama
-  pixel is outvoted. If this beats ``point_specific`` clearly, the
-  single-pixel rule is the bottleneck. Cost: k matrix-vector products.
+  maps was also worse than over their maxima for k <= 10). Maxima of k maps
+  vote once each, so one wrong panorama pixel is outvoted. If this beats
+  ``point_specific`` clearly, the single-pixel rule is the bottleneck.
+  Cost: k matrix-vector products.
 
 **Where the argmax is taken.** Maps are argmaxed at feature resolution and the
 chosen pixel is the centre of the chosen cell. The paper upsamples bilinearly
@@ -69,6 +70,7 @@ wide, since 360 is not a multiple of 7). Chance of +-3.5: 7/360 = 1.9%.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,7 +86,6 @@ OVERALL_MAPS = {"decomposition": False, "decomposition_bias": True}  # name -> b
 BASE_METHODS = ("overall", "point_specific")
 DEFAULT_TOP_K = 10
 HISTOGRAM_BIN = 7.0
-TOLERANCES = (3.5, 10.0, 30.0)
 CHANCE_WITHIN_3_5 = 7.0 / 360.0
 
 
@@ -250,8 +251,6 @@ def disc_mask(size: tuple[int, int], device=None) -> torch.Tensor:
 def random_rotations(pair_ids: Iterable[str], count: int = 1, seed: int = 0) -> dict[str, list[float]]:
     """``count`` angles per pair, uniform in [0, 360), drawn from (seed, pair id) only: any sharding of the
     pairs gives every pair the same angles. Rounded to 0.01 degree so tables and reruns agree exactly."""
-    import hashlib
-
     if count < 1:
         raise ArgumentError("count", f"must be at least 1, got {count}")
     rotations = {}
