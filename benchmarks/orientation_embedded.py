@@ -24,8 +24,13 @@ import torch
 from eml_core.crossview_data import CrossViewSyntheticConfig, generate_crossview_dataset, load_cvusa
 from eml_core.crossview_model import save_crossview_model
 from eml_core.crossview_training import CrossViewTrainingConfig, train_crossview
-from eml_core.orientation import (OVERALL_MAPS, histogram_bins, orientation_histogram, orientation_summary,
-                                  random_rotations)
+from eml_core.orientation import (
+    OVERALL_MAPS,
+    histogram_bins,
+    orientation_histogram,
+    orientation_summary,
+    random_rotations,
+)
 from eml_core.orientation_evaluation import estimate_orientation
 from eml_core.orientation_figures import histogram_png, render_example
 from eml_core.results import ResultsLocation
