@@ -123,6 +123,31 @@ class PairExplanation:
         values = torch.einsum("bkl,bnl->bkn", f, other.features)
         return self._divide(values).view(self.batch_size, f.shape[1], *other.feature_size)
 
+    def point_specific_cells(self, side: str, cells) -> torch.Tensor:
+        """Maps over the *other* image for feature cells of ``side``: ``(B, K, h_other, w_other)``.
+
+        ``cells`` ``(B, K)`` (or ``(B,)``) are flat raster indices into ``side``'s
+        feature grid, one set per pair. The map of cell p is row p of P
+        (``F_p . F^other_x / Z``), which is also :meth:`point_specific` at the
+        pixel at the cell's centre (bilinear weight 1 there): one
+        matrix-vector product per cell, never all of P.
+        """
+        mine, other = self._pair(side)
+        cells = torch.as_tensor(cells, device=mine.features.device)
+        if cells.dim() == 1:
+            cells = cells.unsqueeze(1)
+        count = mine.features.shape[1]
+        if cells.dim() != 2 or cells.shape[0] != self.batch_size or cells.is_floating_point():
+            raise ArgumentError("cells", f"expected integer cell indices of shape ({self.batch_size}, K), "
+                                         f"got {tuple(cells.shape)} {cells.dtype}")
+        if cells.numel() and (int(cells.min()) < 0 or int(cells.max()) >= count):
+            raise ArgumentError("cells", f"cell indices must be in [0, {count}) for the {side} feature grid "
+                                         f"{mine.feature_size}")
+        index = cells.long().unsqueeze(-1).expand(-1, -1, mine.features.shape[-1])
+        f = mine.features.gather(1, index)                                    # (B, K, l)
+        values = torch.bmm(f, other.features.transpose(1, 2).to(f))          # (B, K, n_other)
+        return self._divide(values).view(self.batch_size, cells.shape[1], *other.feature_size)
+
     def partial_similarity(self, side: str, gallery_embeddings: torch.Tensor, points_xy=None, boxes=None,
                            image_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Similarity of a region of ``side`` to stored gallery embeddings ``(G, l)``: ``(B, K, G)``."""

@@ -369,15 +369,21 @@ def _preprocessing_from_payload(saved: object, source: str) -> "Preprocessing":
     return preprocessing
 
 
-def _read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
-    """The checkpoint's payload, weights-only; every malformed file is one ModelError naming it."""
+MODEL_KINDS = ("builtin", "factory")
+
+
+def _read_checkpoint(path: Path, map_location, mmap: bool = False, kinds: tuple[str, ...] = MODEL_KINDS) -> dict:
+    """The checkpoint's payload, weights-only; every malformed file is one ModelError naming it.
+
+    ``kinds``: the config kinds the caller can rebuild (single models here; ``crossview`` in
+    :mod:`eml_core.crossview_model`)."""
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
         if mmap:  # an older (non-zip) serialisation cannot be memory-mapped: read it whole
-            return _read_checkpoint(path, map_location)
+            return _read_checkpoint(path, map_location, kinds=kinds)
         raise ModelError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not an eml checkpoint (expected format {CHECKPOINT_FORMAT!r})")
@@ -387,7 +393,13 @@ def _read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ModelError(f"{path}: checkpoint 'state_dict' must map parameter names to tensors")
     kind = payload["config"].get("kind")
-    if kind not in ("builtin", "factory"):
+    if kind not in kinds:
+        if kind == "crossview":
+            raise ModelError(f"{path}: is a two-branch cross-view checkpoint; load it with "
+                             f"eml_core.crossview_model.load_crossview_model")
+        if kind in MODEL_KINDS:
+            raise ModelError(f"{path}: is a single-branch model checkpoint (kind {kind!r}), not a cross-view one; "
+                             f"load it with eml_core.models.load_model")
         raise ModelError(f"{path}: unknown model kind {kind!r} in checkpoint config")
     return payload
 

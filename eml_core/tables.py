@@ -109,6 +109,36 @@ SCHEMAS: dict[str, pa.Schema] = {
     "study_summary": STUDY_SUMMARY,
     # one row per worker: answers, catch trials, straight-lining
     "worker_patterns": WORKER_PATTERNS,
+    # cross-view orientation (paper Section VII-A): one row per (pair, rotation, overall map, method); angles in
+    # degrees (eml_core.orientation conventions), chosen pixels in the pair's own (cropped) image coordinates
+    "orientation_items": pa.schema([
+        ("pair_id", pa.string()), ("panorama", pa.string()), ("aerial", pa.string()), ("split", pa.string()),
+        ("rotation", pa.float64()), ("truth", pa.float64()), ("aerial_fill", pa.string()),
+        ("overall_map", pa.string()), ("method", pa.string()), ("estimate", pa.float64()), ("error", pa.float64()),
+        ("abs_error", pa.float64()),
+        ("panorama_x", pa.float64()), ("panorama_y", pa.float64()), ("panorama_azimuth", pa.float64()),
+        ("panorama_value", pa.float64()),
+        ("aerial_x", pa.float64()), ("aerial_y", pa.float64()), ("aerial_azimuth", pa.float64()),
+        ("aerial_value", pa.float64()), ("similarity", pa.float64()), ("map_flagged", pa.bool_()),
+    ]),
+    # Fig. 9 in numbers: per (overall map, method, fill), shares of |error| <= 3.5 / 10 / 30 degrees
+    "orientation_summary": pa.schema([
+        ("overall_map", pa.string()), ("method", pa.string()), ("aerial_fill", pa.string()),
+        ("within_3_5", pa.float64()), ("within_10", pa.float64()), ("within_30", pa.float64()),
+        ("median_abs_error", pa.float64()), ("mean_abs_error", pa.float64()), ("count", pa.int64()),
+        ("flagged", pa.int64()), ("chance_within_3_5", pa.float64()),
+    ]),
+    # Fig. 9: 7-degree bins centred on 0 (the bin centred on 180 holds |error| > 178.5)
+    "orientation_histogram": pa.schema([
+        ("overall_map", pa.string()), ("method", pa.string()), ("aerial_fill", pa.string()),
+        ("bin_centre", pa.float64()), ("bin_low", pa.float64()), ("bin_high", pa.float64()),
+        ("count", pa.int64()), ("share", pa.float64()),
+    ]),
+    # street-to-aerial Recall@1/5/10/1% of a cross-view model (`at` is "1", "5", "10" or "1%"; k the cut-off)
+    "crossview_recall": pa.schema([
+        ("model", pa.string()), ("split", pa.string()), ("at", pa.string()), ("k", pa.int64()),
+        ("recall", pa.float64()), ("count", pa.int64()),
+    ]),
     # everything a run or a study could not use, or used with a caveat; the same for every kind of run
     "errors": pa.schema([
         ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
