@@ -32,7 +32,7 @@ from amt.stimuli import overall_map_stimulus, retrieval_stimulus, save_stimulus,
 from amt.study import Study, StudyError, one_line
 from eml_core.atomic import write_bytes_atomic
 from eml_core.errors import EmlError
-from eml_core.results import ResultsLocation
+from eml_core.results import ResultsLocation, resolve_run
 
 RANKINGS_COLUMNS = ("query_id", "query_image", "box_x0", "box_y0", "box_x1", "box_y1", "method", "rank",
                     "gallery_id", "gallery_image", "score")
@@ -52,7 +52,10 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec
 
-    run = ResultsLocation(study.source)  # a local folder or s3://bucket/prefix
+    try:  # a run folder, or a folder of runs (its latest localization run); local or s3://bucket/prefix
+        run = resolve_run(study.source, "localization")
+    except EmlError as error:
+        raise StudyError(one_line(f"{study.path}: field 'source': {error}")) from None
     manifest_path = run.location_of("manifest.json")
     for relative in ("manifest.json", "localization_items.parquet"):
         if not run.exists(relative):

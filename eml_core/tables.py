@@ -139,6 +139,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("model", pa.string()), ("split", pa.string()), ("at", pa.string()), ("k", pa.int64()),
         ("recall", pa.float64()), ("count", pa.int64()),
     ]),
+    # the run catalog (tasks/runs.py): one row per finished run of any kind; parameters and headline are JSON
+    "run_catalog": pa.schema([
+        ("kind", pa.string()), ("run_id", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
+        ("location", pa.string()), ("dataset", pa.string()), ("split_rule", pa.string()), ("model", pa.string()),
+        ("checkpoint_sha256", pa.string()), ("git_commit", pa.string()), ("parameters", pa.string()),
+        ("headline", pa.string()), ("errors", pa.int64()), ("warnings", pa.int64()),
+    ]),
     # everything a run or a study could not use, or used with a caveat; the same for every kind of run
     "errors": pa.schema([
         ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),

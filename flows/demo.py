@@ -29,7 +29,7 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
     checkpoint = str(out / "model.pt")
     trained = train(TrainConfig(dataset="synthetic", checkpoint=checkpoint))
     localization = evaluate_localization(LocalizationConfig(dataset="synthetic", model=checkpoint,
-                                                            out=str(out / "localization")))
-    study = build(str(DEMO_STUDY), str(out / "study"), source=str(out / "localization"))
+                                                            out=str(out)))
+    study = build(str(DEMO_STUDY), str(out / "study"), source=localization["location"])
     return {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
             "study": study, "out": str(out)}

@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import progress
 from tasks.configs import LocalizationConfig, as_config
 from tasks.localization import embed_shard, load_dataset, localize_shard, make_pairs, read_embeddings, shards
+from tasks.runs import start_run
 from tasks.summary import markdown_report, summarise
 
 # Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
@@ -32,26 +33,28 @@ def evaluate_localization(config: LocalizationConfig = LocalizationConfig()) -> 
     config = as_config(LocalizationConfig, config)
     config.check_inputs()  # on the machine that runs the flow: files, folders, device
     logger = get_run_logger()
+    run = start_run("localization", config.out)  # its own folder; shards cached beside, shared by every run
+    cache = run.cache.uri
 
     data = load_dataset(config.dataset)
     items = [item for item in data.items if item.split in config.splits]
     logger.info(f"{data.name}: {len(items)} images in {config.splits}, {len(data.errors)} load problems")
 
     item_shards = shards(items, config.shard_size)
-    embedded = progress.results(embed_shard.map(config.out, config.model, item_shards, range(len(item_shards)),
+    embedded = progress.results(embed_shard.map(cache, config.model, item_shards, range(len(item_shards)),
                                                 config.device), "embedding shards")
-    embeddings = read_embeddings(config.out, [e["path"] for e in embedded])
+    embeddings = read_embeddings(cache, [e["path"] for e in embedded])
     # Recall@K covers every split in `splits`; localization only `localize_splits` (default: the same).
     pairs, pair_errors = make_pairs(items, embeddings, config.pairing, config.seed,
                                     config.localize_splits or config.splits)
 
     pair_shards = shards(pairs, config.shard_size)
-    localized = progress.results(localize_shard.map(config.out, config.model, pair_shards, range(len(pair_shards)),
+    localized = progress.results(localize_shard.map(cache, config.model, pair_shards, range(len(pair_shards)),
                                                     unmapped(config)), "localization shards")
     logger.info(f"{len(pairs)} pairs in {len(pair_shards)} shards; "
-                f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {config.out}")
+                f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {cache}")
 
-    result = summarise(config, data, embedded, pairs, pair_errors, localized, started)
+    result = summarise(config, run, data, embedded, pairs, pair_errors, localized, started)
     _artifacts(result, data.name)
     return result
 

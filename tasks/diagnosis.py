@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from eml_core.results import ResultsLocation
 from eml_core.tables import frame
-from tasks.provenance import model_fingerprint
+from tasks.provenance import git_commit, model_fingerprint, versions
+from tasks.runs import Run, finish_run
 
 
 def model_name(spec: str) -> str:
@@ -38,9 +38,20 @@ def diagnosis_rows(models: tuple[str, ...], results: dict[str, dict]) -> pd.Data
     return frame("diagnosis", rows)
 
 
-def write_diagnosis(out: str, table: pd.DataFrame) -> str:
-    store = ResultsLocation(out)
+def write_diagnosis(run: Run, config, table: pd.DataFrame, results: dict[str, dict]) -> str:
+    """``diagnosis.parquet`` and the manifest (naming each model's localization run) in the diagnosis run's
+    folder; then the run is registered."""
+    store = run.location
     store.write_table("diagnosis.parquet", "diagnosis", table)
+    manifest = {"kind": "diagnose_models", "run": {"kind": run.kind, "run_id": run.run_id},
+                "config": config.to_dict(), "versions": versions(), "git_commit": git_commit(),
+                "localization_runs": {spec: result["location"] for spec, result in results.items()},
+                "errors": sum(int(r["manifest"]["errors"]) for r in results.values()),
+                "warnings": sum(int(r["manifest"]["warnings"]) for r in results.values())}
+    store.write_json("manifest.json", manifest)
+    headline = {f"drop/{r['model']}/{r['method']}": float(r["accuracy_drop_vs_reference"])
+                for _, r in table.iterrows()}
+    finish_run(run, manifest, dataset=config.dataset, model=",".join(config.models), headline=headline)
     return store.location_of("")
 
 

@@ -124,7 +124,7 @@ def test_build_refuses_bad_sources(rankings_table, tmp_path):
     definition = write_definition(tmp_path, study_id="bad-overall", kind="overall_map",
                                   methods=["decomposition", "gradcam"], source=str(tmp_path / "no-run"), items=2,
                                   items_per_hit=2)
-    with pytest.raises(StudyError, match="expected a localization results run"):
+    with pytest.raises(StudyError, match="neither a localization run"):
         build_study(load_study(definition), tmp_path / "out2")
 
 

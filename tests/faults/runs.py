@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eml_core.results import ResultsLocation
+from eml_core.results import resolve_run
 from eml_core.tables import frame
 from tasks.summary import TABLES
 
@@ -31,7 +31,7 @@ def run_flow(dataset_root, out) -> dict:
 
 
 def tables(out) -> dict[str, pd.DataFrame]:
-    store = ResultsLocation(str(out))
+    store = resolve_run(str(out), "localization")
     return {name: store.read_table(f"{name}.parquet") for name in TABLES}
 
 

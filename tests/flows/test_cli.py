@@ -102,7 +102,8 @@ def test_evaluate_localization_command(prefect_harness, tiny_synthetic_root, tmp
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "Table I" in out and "| decomposition |" in out and str(tmp_path / "run") in out
-    assert (tmp_path / "run" / "localization_summary.parquet").exists()
+    run = next((tmp_path / "run" / "localization").glob("2*"))  # the run folder, named by its time-sortable id
+    assert (run / "localization_summary.parquet").exists()
 
 
 def test_evaluate_with_a_bad_dataset_spec_exits_2(capsys):

@@ -138,7 +138,7 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
                                                                              tmp_path):
     """Bad images (bomb, zero-byte, truncated, 1x1, ...) inside a dataset: each is an errors row, the run
     completes and writes every table (before the fix a decompression bomb ended the run with nothing written)."""
-    from eml_core.results import ResultsLocation
+    from eml_core.results import resolve_run
     from flows.evaluate_localization import evaluate_localization
     from tasks.configs import LocalizationConfig
 
@@ -167,7 +167,7 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
     result = evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model="tests.conftest:tiny",
                                                       out=str(tmp_path / "run"), shard_size=5,
                                                       methods=("decomposition",)))
-    store = ResultsLocation(str(tmp_path / "run"))
+    store = resolve_run(str(tmp_path / "run"), "localization")
     errors = store.read_table("errors.parquet")
     items = store.read_table("localization_items.parquet")
     assert items["image_id"].nunique() == 12  # every good image localized
