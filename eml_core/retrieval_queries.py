@@ -88,6 +88,29 @@ def check_query_columns(columns: list[str], where: str) -> None:
         raise QueryFileError(f"{where}: no region columns: give a box (x0, y0, x1, y1) or a point (x, y)")
 
 
+def query_file_columns(path: str | os.PathLike) -> list[str]:
+    """The header of a query file, read without its rows (a check before a run starts); QueryFileError when the
+    file is not a readable table."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except (OSError, pa.ArrowException) as error:
+            raise QueryFileError(f"{path}: not a readable Parquet table ({type(error).__name__})") from None
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [c.strip() for c in next(csv.reader(handle), [])]
+    except UnicodeDecodeError as error:
+        raise QueryFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except csv.Error as error:
+        raise QueryFileError(f"{path}: not a readable CSV table ({error})") from None
+    except OSError as error:
+        raise QueryFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
 def _number(text: str | None, column: str) -> float | None:
     if text is None:
         return None

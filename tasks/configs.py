@@ -405,6 +405,11 @@ def index_present(location: str, field: str = "index") -> None:
                                    f"`eml index build`)")
 
 
+# the splits each dataset kind has (folder datasets: whatever their CSV says, checked when they load)
+DATASET_SPLITS = {"market1501": ("train", "query", "gallery"), "faces": ("train", "test"), "cub": ("train", "test"),
+                  "synthetic": ("train", "test")}
+
+
 class IndexBuildConfig(FlowConfig):
     """``eml index build``: embed a gallery once into an index (only images it does not hold yet)."""
 
@@ -433,6 +438,14 @@ class IndexBuildConfig(FlowConfig):
         if len(set(value)) != len(value):
             raise ValueError(f"splits are repeated: {', '.join(value)}")
         return tuple(value)
+
+    def model_post_init(self, __context) -> None:
+        known = DATASET_SPLITS.get(self.gallery.partition(":")[0])
+        if self.splits is not None and known is not None:
+            unknown = [s for s in self.splits if s not in known]
+            if unknown:
+                raise ArgumentError("splits", f"{', '.join(map(repr, unknown))} not a split of "
+                                              f"{self.gallery.partition(':')[0]} data ({', '.join(known)})")
 
     def check_inputs(self) -> None:
         dataset_present(self.gallery, "gallery")
@@ -506,22 +519,48 @@ class RetrievalConfig(FlowConfig):
         if self.query is not None and (self.box is None) == (self.point is None):
             raise ArgumentError("box" if self.box else "point",
                                 "give the query's region: a box X0,Y0,X1,Y1 or a point X,Y (one of them)")
+        if self.point is not None and self.methods is not None:
+            from eml_core.region_retrieval import RETRIEVAL_METHODS
+
+            boxed = [m for m in self.methods if RETRIEVAL_METHODS[m].needs_box]
+            if boxed:
+                raise ArgumentError("methods", f"{', '.join(boxed)} need a box region; the query has a point")
         if self.queries is not None and (self.box, self.point, self.label) != (None, None, None):
             raise ArgumentError("queries", "box, point and label belong to a single query image; a query file has "
                                            "its own columns")
 
     def check_inputs(self) -> None:
+        from eml_core.retrieval_queries import check_query_columns, query_file_columns
+
         index_present(self.index)
         if self.queries is not None:
             _file_present(self.queries, "queries", "query file")
+            _present("queries", lambda: check_query_columns(query_file_columns(self.queries), self.queries))
         if self.query is not None:
             _file_present(self.query, "query", "query image")
+            self._check_region()
         if self.model is not None:
             model_present(self.model)
         if self.root is not None and not Path(self.root).is_dir():
             raise ArgumentError("root", f"{self.root}: no such folder")
         folder_or_creatable(self.out)
         device_present(self.device)
+
+
+    def _check_region(self) -> None:
+        """The single query's region must lie inside its image (read from the image's header)."""
+        from eml_core.datasets import image_size
+        from eml_core.region_retrieval import Region
+
+        try:
+            size = image_size(Path(self.query))  # type: ignore[arg-type]
+        except (OSError, EmlError, Warning) as error:  # PIL: unidentified image; a decompression bomb (a warning)
+            raise ArgumentError("query", f"{self.query}: not a readable image ({error})") from None
+        if self.box is not None:
+            _present("box", Region.box(*self.box).check, size, "box")
+        else:
+            assert self.point is not None
+            _present("point", Region.point(*self.point).check, size, "point")
 
 
 class RetrievalBenchmarkConfig(FlowConfig):

@@ -138,7 +138,8 @@ def test_bad_query_rows_are_error_rows_and_the_rest_is_ranked(built_index, tiny_
     assert set(point["method"]) == {"partial_centre", "overall"}  # the methods that apply to a point
     errors = result["errors"]
     problems = dict(zip(errors["item"], errors["problem"], strict=True))
-    assert "not inside" in problems["outside"] and "no/such/image.png" in errors[errors["item"] == "missing"].iloc[0]["file"]
+    assert "not inside" in problems["outside"]
+    assert errors[errors["item"] == "missing"].iloc[0]["file"].endswith("no/such/image.png")
     assert "both a box" in problems["both"] and "finite" in problems["nan"] and "repeated" in problems["ok"]
     assert result["manifest"]["errors"] == 5
 
