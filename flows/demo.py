@@ -1,6 +1,7 @@
 """The main job on the embedded default data, as one Prefect flow: explain an example pair, generate the
-default dataset, train the default model, evaluate localization (Tables I and II), and build the example
-human study against that run (built, not launched)."""
+default dataset, train the default model, evaluate localization (Tables I and II), build the example
+human study against that run (built, not launched), and retrieve by region: index the test split with the
+trained model, rank query regions of two-object images by partial similarity and the baselines."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from pathlib import Path
 from prefect import flow
 
 from flows.evaluate_localization import evaluate_localization
+from flows.index_build import index_build
+from flows.interactive_retrieval import interactive_retrieval
 from flows.train import train
-from tasks.configs import DemoConfig, ExplainConfig, LocalizationConfig, TrainConfig, as_config
-from tasks.demo import DEMO_STUDY, EXAMPLE_POINTS, embedded_dataset, example_pair
+from tasks.configs import (
+    DemoConfig,
+    ExplainConfig,
+    IndexBuildConfig,
+    LocalizationConfig,
+    RetrievalConfig,
+    TrainConfig,
+    as_config,
+)
+from tasks.demo import DEMO_STUDY, EXAMPLE_POINTS, embedded_dataset, example_pair, retrieval_queries
 from tasks.explain import explain
 from tasks.studies import build
 
@@ -31,5 +42,10 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
     localization = evaluate_localization(LocalizationConfig(dataset="synthetic", model=checkpoint,
                                                             out=str(out)))
     study = build(str(DEMO_STUDY), str(out / "study"), source=localization["location"])
+    gallery = index_build(IndexBuildConfig(gallery="synthetic", splits=("test",), model=checkpoint,
+                                           out=str(out / "index")))
+    queries = retrieval_queries(str(out / "retrieval_queries"))
+    retrieval = interactive_retrieval(RetrievalConfig(index=gallery["index"], queries=queries, out=str(out),
+                                                      montages=6))
     return {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
-            "study": study, "out": str(out)}
+            "study": study, "index": gallery, "retrieval": retrieval, "out": str(out)}
