@@ -182,3 +182,34 @@ def test_the_composite_benchmark_flow(prefect_harness, tmp_path):
     again = evaluate_retrieval(config)
     assert again["manifest"]["index"]["added_this_run"] == 0  # the index is reused
     pd.testing.assert_frame_equal(again["eval"], evals)
+
+
+def test_a_run_on_s3_is_what_a_study_reads(built_index, tiny_synthetic, s3_endpoint, tmp_path):
+    import boto3
+
+    from amt.build import read_rankings
+    from amt.study import study_from_dict
+
+    boto3.client("s3").create_bucket(Bucket="eml-retrieval")
+    location, _, _ = built_index
+    query_file = write_queries(tmp_path / "queries.csv", _part_queries(tiny_synthetic.split("test")[:2]))
+    result = _retrieve(location, "s3://eml-retrieval/results", queries=str(query_file), k=2, montages=1)
+    run = resolve_run("s3://eml-retrieval/results", "retrieval")
+    assert run.uri == result["location"] and run.exists(next(iter(result["manifest"]["montages"].values())))
+    study = study_from_dict({"study_id": "s3-run", "kind": "retrieval", "methods": ["partial_centre", "overall"],
+                             "source": "s3://eml-retrieval/results", "items": 2, "items_per_hit": 2}, "study.yaml")
+    table = read_rankings(study)
+    assert len(table) == len(result["rankings"]) and all(Path(p).is_file() for p in table["gallery_image"])
+
+
+def test_the_retrieval_deployments_are_declared_with_valid_configs():
+    import yaml
+
+    from tasks.configs import IndexBuildConfig, RetrievalBenchmarkConfig, RetrievalConfig
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    for name, config_class in (("index-gallery", IndexBuildConfig), ("interactive-retrieval", RetrievalConfig),
+                               ("nightly-retrieval-benchmark", RetrievalBenchmarkConfig)):
+        config = config_class(**deployments[name]["parameters"]["config"])
+        assert deployments[name]["work_pool"]["name"] == "gpu-pool" and config.device == "auto"
