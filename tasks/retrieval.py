@@ -78,6 +78,7 @@ def _index(location: str, key: str) -> GalleryIndex:
 
 def opened_index(location: str) -> GalleryIndex:
     """The index at ``location``, loaded once per process for as long as its committed parts are the same."""
+    location = location if location.startswith("s3://") else os.path.abspath(location)  # not relative to a cwd
     header = GalleryIndex.open(location)  # the header alone: parts are read on first use
     return _index(location, parts_key(header))
 
