@@ -15,6 +15,7 @@ from flows.cli.common import (
     split_list,
     trust_model_factories,
 )
+from flows.cli.orientation import orientation
 from tasks.configs import DEFAULT_METHODS
 
 
@@ -81,3 +82,6 @@ def diagnose(dataset, models, out, methods, shard_size, device, model_factory):
 
     table = diagnose_models(config)
     click.echo(diagnosis_markdown(table, config.out))
+
+
+evaluate.add_command(orientation)
