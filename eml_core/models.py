@@ -413,6 +413,14 @@ def check_checkpoint(path: str | Path, factory: str | None = None) -> None:
         _scalar_kwargs(payload["config"].get("factory_kwargs"), str(path))
 
 
+def recorded_config(spec: str) -> dict:
+    """The config a checkpoint file records (backbone, head, the training recipe under ``training``...), read
+    without building the model or running any code; ``{}`` for a spec that is not a file."""
+    if not isinstance(spec, str) or not Path(spec).is_file():
+        return {}
+    return dict(_read_checkpoint(Path(spec), "cpu", mmap=True)["config"])
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
                factory: str | None = None) -> EmbeddingModel:
     """Rebuild a model saved by :func:`save_model`.
