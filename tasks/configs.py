@@ -275,6 +275,10 @@ class TrainConfig(FlowConfig):
     def check_inputs(self) -> None:
         dataset_present(self.dataset)
         device_present(self.device)
+        if self.training.pretrained:  # e.g. ResNet-50's ImageNet weights, not installed offline
+            from eml_core.models import check_pretrained_weights
+
+            _present("backbone", check_pretrained_weights, self.training.backbone)
         path = Path(self.checkpoint)
         if not self.checkpoint.strip() or path.is_dir():
             raise ArgumentError("checkpoint", f"{self.checkpoint!r} is a folder; expected a checkpoint file name")

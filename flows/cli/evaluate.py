@@ -31,7 +31,7 @@ def evaluate():
 @click.option("--out", required=True, help="results folder or s3://bucket/prefix")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
 @click.option("--splits", default="train,test", help="splits embedded for Recall@K")
-@click.option("--table-splits", default="test",
+@click.option("--table-splits", "localize_splits", default="test",
               help="splits localized for Tables I/II (the paper: the evaluation split only)")
 @click.option("--pairing", type=click.Choice(["nearest", "random"]), default="random",
               help="partner of each image: a seeded random same-class image (the authors'), or its nearest one")
@@ -45,7 +45,7 @@ def evaluate():
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
-def localization(dataset, split_rule, model, out, methods, splits, table_splits, pairing, sides, shard_size,
+def localization(dataset, split_rule, model, out, methods, splits, localize_splits, pairing, sides, shard_size,
                  connectivity, resolution, seed, device, model_factory):
     """Weakly supervised localization (paper Tables I, II) under the paper's protocol by default (class split,
     evaluation split only, random same-class pairs, both images scored): tables, figures and manifest in --out."""
@@ -54,7 +54,7 @@ def localization(dataset, split_rule, model, out, methods, splits, table_splits,
     trust_model_factories(model_factory, model)
     config = validated(LocalizationConfig, dataset=dataset, split_rule=split_rule, model=model, out=out,
                        methods=split_list(methods), splits=split_list(splits),
-                       localize_splits=split_list(table_splits), pairing=pairing, sides=split_list(sides),
+                       localize_splits=split_list(localize_splits), pairing=pairing, sides=split_list(sides),
                        shard_size=shard_size, connectivity=int(connectivity), resolution=resolution, seed=seed,
                        device=device)
     config.check_inputs()  # before a flow (and its server) starts
