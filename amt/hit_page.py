@@ -16,8 +16,8 @@ from amt.study import Study
 
 MAX_QUESTION_BYTES = 64 * 1024  # MTurk's limit on the Question parameter
 
-# (value = score for robot A, wording of the paper's Fig. 5: each answer says which robot "seems" clearly or
-# slightly more reasonable, as in the Grad-CAM study the paper's interface follows)
+# (value = score for robot A; the wording of the paper's Fig. 5 as the issue quotes it: each answer says which
+# robot "seems" clearly or slightly more reasonable)
 ANSWERS = (
     ("2", "Robot A seems clearly more reasonable than robot B"),
     ("1", "Robot A seems slightly more reasonable than robot B"),
