@@ -57,6 +57,7 @@ def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
 
 def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
     from eml_core.dataset_specs import dataset_from_spec
+    from eml_core.datasets import SPLIT_RULES
     from eml_core.localization import pair_maps
     from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec
@@ -89,7 +90,13 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
         dataset_spec = checkpoint = None
     if not isinstance(dataset_spec, str) or not isinstance(checkpoint, str):
         raise StudyError(f"{manifest_path}: no config.dataset / checkpoint.spec (not a localization manifest)")
-    dataset = dataset_from_spec(dataset_spec)
+    # the run's split rule (a folder CSV read by the class rule may have no split column at all)
+    recorded = manifest.get("dataset") if isinstance(manifest, dict) else None
+    split_rule = recorded.get("split_rule") if isinstance(recorded, dict) else None
+    if split_rule is not None and split_rule not in SPLIT_RULES:
+        raise StudyError(f"{manifest_path}: dataset.split_rule must be one of {', '.join(SPLIT_RULES)}, "
+                         f"got {split_rule!r}")
+    dataset = dataset_from_spec(dataset_spec, split_rule)
     by_id = {item.image_id: item for item in dataset.items}
     missing = sorted({i for pair in chosen.itertuples() for i in (pair.image_id, pair.partner_id)} - set(by_id))
     if missing:

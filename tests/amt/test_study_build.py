@@ -196,3 +196,23 @@ def test_a_study_builds_from_a_localization_run_on_s3(localization_run, s3_endpo
     ledger = build_study(load_study(definition), tmp_path / "built")
     assert len(ledger.items) == 6 and ledger.data["study"]["source"] == "s3://eml-runs/localization/run-1"
     assert len(list((tmp_path / "built" / "stimuli").glob("*.png"))) == 12
+
+
+@pytest.mark.parametrize("split_rule", ["bogus", 7])
+def test_a_manifests_split_rule_is_checked_before_it_is_used(localization_run, tmp_path, split_rule):
+    """The run's manifest is data: its recorded split rule may only be one of the known rules."""
+    import shutil
+
+    from tests.hostile.harness import record
+
+    run = tmp_path / "run"
+    shutil.copytree(localization_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["dataset"] = {"split_rule": split_rule}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    definition = write_definition(tmp_path, study_id="bad-rule", kind="overall_map",
+                                  methods=["decomposition", "gradcam"], source=str(run), items=2, items_per_hit=2,
+                                  catch_trial_rate=0.0)
+    with pytest.raises(StudyError, match=r"manifest.json: dataset.split_rule must be one of classes, official"):
+        build_study(load_study(definition), tmp_path / "out")
+    record("study build (localization manifest)", f"dataset.split_rule = {split_rule!r}", "clean_error")
