@@ -212,3 +212,17 @@ def test_runs_are_kept_with_a_latest_pointer_and_a_catalog(prefect_harness, tiny
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(register, range(16)))
     assert len(read_catalog(str(tmp_path / "root"))) == 18
+
+
+def test_the_report_says_where_two_columns_coincide_and_why():
+    from tasks.summary import coincidence_notes
+
+    summary = pd.DataFrame({"method": ["gradcam_nonorm", "decomposition_bias", "gradcam"] * 2,
+                            "threshold": [0.2] * 3 + [0.5] * 3, "accuracy": [0.4, 0.4, 0.1, 0.6, 0.6, 0.2],
+                            "count": [10] * 6})
+    gap = coincidence_notes(summary, {"model": {"head": "gap_fc"}})
+    assert len(gap) == 1 and "`decomposition_bias` and `gradcam_nonorm` coincide" in gap[0] and "Section V" in gap[0]
+    gmp = coincidence_notes(summary, {"model": {"head": "gmp_fc"}})
+    assert len(gmp) == 1 and "Section V" not in gmp[0]  # equal here by chance, not by the GAP identity
+    summary.loc[0, "accuracy"] = 0.45
+    assert coincidence_notes(summary, {"model": {"head": "gap_fc"}}) == []
