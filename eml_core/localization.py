@@ -24,11 +24,12 @@ from eml_core.presentation import normalised_at_image_size
 from eml_core.sweep import FINE_THRESHOLDS, sweep_thresholds, threshold_size
 
 
-def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHODS, device: str = "cpu"):
+def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHODS, device: str = "cpu",
+              precision: str = "float32"):
     """Raw overall maps ``{method: {side: (1, h, w)}}`` of one pair of image files."""
     q = model.preprocessing(load_image(query_path).pixels).to(device)
     r = model.preprocessing(load_image(retrieved_path).pixels).to(device)
-    return method_maps(explain_pair(model, q, r), methods)
+    return method_maps(explain_pair(model, q, r, precision=precision), methods)
 
 
 def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,

@@ -22,7 +22,8 @@ def diagnose_models(config: DiagnoseConfig) -> pd.DataFrame:
     for spec in config.models:  # each model's localization is a run of its own under the same results root
         localization = LocalizationConfig(dataset=config.dataset, model=spec, out=config.out, methods=config.methods,
                                           splits=("train", "test"), localize_splits=("train",),
-                                          shard_size=config.shard_size, device=config.device)
+                                          shard_size=config.shard_size, device=config.device,
+                                          cluster=config.cluster)
         results[spec] = evaluate_localization(localization)
     table = diagnosis_rows(config.models, results)
     location = write_diagnosis(run, config, table, results)

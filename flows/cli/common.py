@@ -23,6 +23,8 @@ FACTORY_HELP = ("package.module:function that built the checkpoint given as --mo
                 "code to run by itself)")
 DATASET_HELP = "cub:PATH, folder:ROOT[,CSV] or synthetic[:FOLDER]"
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
+CLUSTER_HELP = ('where shard tasks run: "" this process, local:N a Dask cluster of N worker processes here, '
+                "tcp://HOST:PORT an existing Dask scheduler")
 
 
 def prefect_environment() -> None:
