@@ -228,8 +228,8 @@ def explain_pair(
         map_q = compute_feature_map(model, query, "query", precision)
         map_r = compute_feature_map(retrieved_model, retrieved, "retrieved", precision)
     return explain_from_feature_maps(model, map_q, map_r, similarity=similarity, retrieved_model=retrieved_model,
-                                     method=method, input_sizes={"query": tuple(query.shape[-2:]),
-                                                                 "retrieved": tuple(retrieved.shape[-2:])})
+                                     method=method, input_sizes={"query": _height_width(query),
+                                                                 "retrieved": _height_width(retrieved)})
 
 
 def explain_from_feature_maps(
@@ -287,7 +287,11 @@ def explain_from_feature_maps(
     )
 
 
-def _head_dtype(model: nn.Module) -> torch.dtype:
+def _height_width(images: torch.Tensor) -> tuple[int, int]:
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
+def _head_dtype(model: EmbeddingModel) -> torch.dtype:
     for tensor in model.head.parameters():
         if tensor.is_floating_point():
             return tensor.dtype

@@ -52,7 +52,8 @@ def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESH
     runs (in ``precision``).
     """
     threshold_size((1, 1), resolution)   # refuse an unknown resolution before any work
-    rows, errors = [], []
+    rows: list[dict] = []
+    errors: list[ErrorRecord] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         if feature_maps is None:

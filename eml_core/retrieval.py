@@ -36,7 +36,8 @@ def embed_items(model: EmbeddingModel, items: list[Item], batch_size: int = 32, 
     outputs = []
     with inference_mode_of(model), torch.inference_mode():
         for start, batch in equal_shape_batches(tensors, batch_size):
-            maps = compute_feature_map(model, batch.to(device), f"{kept[start].path} (batch of {len(batch)})", precision)
+            source = f"{kept[start].path} (batch of {len(batch)})"
+            maps = compute_feature_map(model, batch.to(device), source, precision)
             outputs.append(model.head(maps).float().cpu())
             if feature_maps is not None:
                 feature_maps.extend(maps.cpu().unbind(0))

@@ -166,7 +166,8 @@ def task_runner(cluster: str):
     from prefect_dask import DaskTaskRunner
 
     if spec.kind == "local":
-        return DaskTaskRunner(cluster_class=local_cluster,
+        # prefect-dask types cluster_class as a no-argument callable, yet passes cluster_kwargs to it
+        return DaskTaskRunner(cluster_class=local_cluster,  # type: ignore[arg-type]
                               cluster_kwargs={"workers": spec.workers, "gpus": visible_gpus()})
     return DaskTaskRunner(address=spec.address)
 

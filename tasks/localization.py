@@ -106,8 +106,9 @@ def feature_maps_bytes(image_ids: np.ndarray, maps: list[torch.Tensor], dtype: s
     """An ``.npz`` archive: ``image_ids`` and one array ``map_NNNNN`` (C, h, w) per image, in ``dtype`` (one
     array per image: models without a fixed input size give maps of different sizes)."""
     buffer = io.BytesIO()
-    arrays = {f"map_{n:05d}": m.numpy().astype(dtype, copy=False) for n, m in enumerate(maps)}
-    np.savez(buffer, image_ids=image_ids, **arrays)
+    arrays: dict[str, np.ndarray] = {"image_ids": image_ids}
+    arrays.update({f"map_{n:05d}": m.numpy().astype(dtype, copy=False) for n, m in enumerate(maps)})
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its allow_pickle flag
     return buffer.getvalue()
 
 

@@ -54,7 +54,8 @@ def test_bad_cluster_values_are_one_line_errors(value):
 def test_a_scheduler_that_does_not_answer_is_named_before_the_run():
     with pytest.raises(ArgumentError) as refused:
         cluster_present("tcp://127.0.0.1:1")  # nothing listens on port 1
-    assert refused.value.argument == "cluster" and "no Dask scheduler answers at tcp://127.0.0.1:1" in str(refused.value)
+    assert refused.value.argument == "cluster"
+    assert "no Dask scheduler answers at tcp://127.0.0.1:1" in str(refused.value)
     cluster_present("")           # nothing to check in this process
     cluster_present("local:2")    # started by the run itself
     record("LocalizationConfig.check_inputs", "cluster=tcp://127.0.0.1:1 (nothing listens)", "clean_error")
