@@ -34,7 +34,7 @@ def kept(model, tiny_synthetic):
 
 def test_embed_items_keeps_the_map_each_embedding_came_from(model, kept):
     items, embeddings, maps, _ = kept
-    assert len(maps) == len(items) == len(embeddings) == 12
+    assert len(maps) == len(items) == len(embeddings) == 16  # every image of the tiny dataset
     batch = torch.stack([model.preprocessing(torch.rand(3, 8, 8)) for _ in range(2)])
     with torch.inference_mode():
         assert torch.equal(model.head(compute_feature_map(model, batch, "x")), model(batch))
@@ -85,7 +85,7 @@ def test_localizing_from_kept_maps_gives_the_rows_of_decoding_again(model, kept)
     again, errors_again = localize_pairs(model, pairs, thresholds=THRESHOLDS, batch_size=4)
     reused, errors_reused = localize_pairs(model, pairs, thresholds=THRESHOLDS, batch_size=4, feature_maps=by_id)
     assert errors_again == errors_reused == []
-    assert len(reused) == 12 * len(DEFAULT_METHODS) * len(THRESHOLDS) and reused == again
+    assert len(reused) == 16 * len(DEFAULT_METHODS) * len(THRESHOLDS) and reused == again  # one pair per image
 
     half = {image_id: m.half() for image_id, m in by_id.items()}
     from_half, _ = localize_pairs(model, pairs, thresholds=THRESHOLDS, batch_size=4, feature_maps=half)
