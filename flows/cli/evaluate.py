@@ -17,6 +17,7 @@ from flows.cli.common import (
     split_list,
     trust_model_factories,
 )
+from flows.cli.orientation import orientation
 from tasks.configs import DEFAULT_METHODS
 
 
@@ -104,3 +105,6 @@ def diagnose(dataset, split_rule, models, out, methods, shard_size, device, mode
 
     table = diagnose_models(config)
     click.echo(diagnosis_markdown(table, config.out))
+
+
+evaluate.add_command(orientation)
