@@ -12,10 +12,9 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.evaluate_localization import TASK_WORKERS
 from flows.index_build import fill_index
+from tasks.cluster import task_runner
 from tasks.configs import RetrievalBenchmarkConfig, as_config
 from tasks.retrieval import artifact_rows, missing_gallery_items, open_index
 from tasks.retrieval_benchmark import benchmark_gallery, evaluate_benchmark, write_benchmark_run
@@ -23,7 +22,7 @@ from tasks.runs import start_run
 
 
 @flow(name="evaluate_retrieval", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
+      task_runner=task_runner(""))  # in this process (EML_TASK_WORKERS threads), as tasks.cluster runs ""
 def evaluate_retrieval(config: RetrievalBenchmarkConfig) -> dict:
     started = time.perf_counter()
     config = as_config(RetrievalBenchmarkConfig, config)

@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.evaluate_localization import TASK_WORKERS
 from tasks import progress
+from tasks.cluster import task_runner
 from tasks.configs import IndexBuildConfig, as_config
 from tasks.localization import load_dataset, shards
 from tasks.retrieval import (
@@ -30,7 +29,7 @@ from tasks.runs import new_run_id
 
 
 @flow(name="index_build", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
+      task_runner=task_runner(""))  # in this process (EML_TASK_WORKERS threads), as tasks.cluster runs ""
 def index_build(config: IndexBuildConfig) -> dict:
     started = time.perf_counter()
     config = as_config(IndexBuildConfig, config)

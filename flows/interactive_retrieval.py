@@ -13,10 +13,9 @@ import time
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_table_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.evaluate_localization import TASK_WORKERS
 from tasks import progress
+from tasks.cluster import task_runner
 from tasks.configs import RetrievalConfig, as_config
 from tasks.localization import shards
 from tasks.retrieval import artifact_rows, load_queries, prepare_retrieval, rank_shard, write_retrieval_run
@@ -24,7 +23,7 @@ from tasks.runs import start_run
 
 
 @flow(name="interactive_retrieval", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
+      task_runner=task_runner(""))  # in this process (EML_TASK_WORKERS threads), as tasks.cluster runs ""
 def interactive_retrieval(config: RetrievalConfig) -> dict:
     started = time.perf_counter()
     config = as_config(RetrievalConfig, config)
