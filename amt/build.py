@@ -5,24 +5,31 @@ Items come from
 * ``overall_map``: a localization results run (its ``manifest.json`` names the
   dataset and checkpoint; its ``localization_items`` the pairs). The pairs are
   explained again with that checkpoint to draw both methods' overall maps.
-* ``retrieval``: a rankings table (:data:`RANKINGS_COLUMNS`), one row per
-  (query, method, rank): ``query_id, query_image, box_x0, box_y0, box_x1, box_y1,
-  method, rank, gallery_id, gallery_image, score`` plus, for catch trials,
-  ``query_label`` and ``gallery_label``. Image paths are absolute or relative to
-  the table's folder.
+* ``retrieval``: an interactive-retrieval run (``eml retrieve``, flow
+  ``interactive_retrieval``; a run folder, or a results root whose latest
+  retrieval run is used, local or S3): its ``retrieval_rankings`` (columns
+  :data:`RANKINGS_COLUMNS`), one row per (query, method, rank). Gallery images are
+  found under the index root the run recorded in its manifest (each path must stay
+  inside it); query images are the absolute paths the run recorded.
 
 Which method is robot A is drawn per item from the study seed and recorded.
 Catch trials have a known better answer: for ``overall_map`` both robots show the
 highlight of a real overall map of the pair (one of each study method, which one is
 good drawn from the seed), moved whole so that the good robot's lies on the object
 (inside its true box) and the bad robot's on a clearly wrong region outside it
-(:func:`amt.stimuli.catch_highlights`); for ``retrieval`` one robot shows images of
-the query's class and the other images of other classes.
+(:func:`amt.stimuli.catch_highlights`); for ``retrieval`` they reward results
+relevant to the *region*, not merely to the query image: the good robot shows
+gallery images whose label is the label of the region's content (the run's
+``query_label``, e.g. the class of the marked object), the bad robot the images a
+ranking of that query returned *without* that label (what whole-image similarity
+brings back for the rest of the query image, e.g. its other object), topped up with
+other images lacking the label.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +48,11 @@ from amt.stimuli import (
 from amt.study import Study, StudyError, one_line
 from eml_core.atomic import write_bytes_atomic
 from eml_core.errors import EmlError
+from eml_core.region_retrieval import Region
 from eml_core.results import ResultsLocation, resolve_run
 
-RANKINGS_COLUMNS = ("query_id", "query_image", "box_x0", "box_y0", "box_x1", "box_y1", "method", "rank",
-                    "gallery_id", "gallery_image", "score")
+RANKINGS_COLUMNS = ("query_id", "query_image", "query_label", "region_kind", "box_x0", "box_y0", "box_x1", "box_y1",
+                    "method", "rank", "gallery_id", "gallery_relative_path", "gallery_label", "score")
 
 
 def _item_id(study: Study, key: str) -> str:
@@ -172,36 +180,79 @@ def _run_table(run: ResultsLocation, relative: str, columns: list[str]) -> pd.Da
     return table[columns]
 
 
-def _read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A Parquet table the study reads; StudyError naming the file when it is not one (or lacks columns)."""
-    import pyarrow as pa
+def _gallery_root(run: ResultsLocation, manifest: dict, probe: str | None) -> Path:
+    """The folder the run's gallery images are under: the index root the run recorded, else (moved since) the
+    root its index resolves now. StudyError naming both when neither holds the images."""
+    from eml_core.gallery_index import GalleryIndex
 
-    try:
-        return pd.read_parquet(path, columns=columns)
-    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
-        raise StudyError(one_line(f"{path}: not a readable Parquet table with columns "
-                                  f"{columns or list(RANKINGS_COLUMNS)} ({type(error).__name__}: {error})"[:400])) \
-            from None
+    where = run.location_of("manifest.json")
+    index = manifest.get("index") if isinstance(manifest, dict) else None
+    if not isinstance(index, dict) or not isinstance(index.get("root"), str):
+        raise StudyError(f"{where}: no index.root (not the manifest of a retrieval run)")
+    recorded = Path(index["root"])
+    if probe is None or (recorded / probe).is_file():
+        return recorded
+    location = index.get("location")
+    if isinstance(location, str):
+        try:
+            now = GalleryIndex.open(location).root_folder()
+        except (EmlError, OSError):
+            now = None
+        if now is not None and (now / probe).is_file():
+            return now
+    raise StudyError(f"{where}: the gallery images are not under the index root the run recorded ({recorded}; "
+                     f"e.g. {probe} is missing): were they moved?")
 
 
 def read_rankings(study: Study) -> pd.DataFrame:
-    path = Path(study.source)
-    if not path.is_file():
-        raise StudyError(f"{study.path}: field 'source': rankings table {path} does not exist")
-    table = _read_table(path)
-    missing = [c for c in RANKINGS_COLUMNS if c not in table.columns]
+    """The ``retrieval_rankings`` of the run the study's ``source`` names, image paths resolved."""
+    from eml_core.gallery_index import relative_to_root
+
+    try:  # a run folder, or a folder of runs (its latest retrieval run); local or s3://bucket/prefix
+        run = resolve_run(study.source, "retrieval")
+    except EmlError as error:
+        raise StudyError(one_line(f"{study.path}: field 'source': {error}")) from None
+    for relative in ("manifest.json", "retrieval_rankings.parquet"):
+        if not run.exists(relative):
+            raise StudyError(f"{study.path}: field 'source': {run.location_of(relative)} missing (expected a "
+                             f"retrieval run of `eml retrieve`)")
+    try:
+        manifest = run.read_json("manifest.json")
+    except (EmlError, OSError, RecursionError) as error:
+        raise StudyError(one_line(f"{run.location_of('manifest.json')}: unreadable manifest ({error})")) from None
+    table = _run_table(run, "retrieval_rankings.parquet", list(RANKINGS_COLUMNS))
+    where = run.location_of("retrieval_rankings.parquet")
+    if not all(isinstance(p, str) and p for column in ("query_image", "gallery_relative_path") for p in table[column]):
+        raise StudyError(f"{where}: columns query_image and gallery_relative_path must hold image paths (text)")
+    if not table["region_kind"].isin(["box", "point"]).all():
+        raise StudyError(f"{where}: column region_kind must be 'box' or 'point'")
+    root = _gallery_root(run, manifest, table["gallery_relative_path"].iloc[0] if len(table) else None)
+    paths = []
+    for relative in table["gallery_relative_path"]:
+        path = root / relative
+        if relative_to_root(str(path), root) is None:  # a table is data: it never reaches outside the root
+            raise StudyError(f"{where}: gallery path {relative!r} is not inside the index root {root}")
+        paths.append(str(path))
+    table["gallery_image"] = paths
+    missing = sorted({p for p in table["query_image"] if not Path(p).is_file()})
     if missing:
-        raise StudyError(f"{path}: rankings table lacks column(s) {', '.join(missing)}")
-    if not all(isinstance(p, str) and p for column in ("query_image", "gallery_image") for p in table[column]):
-        raise StudyError(f"{path}: columns query_image and gallery_image must hold image paths (text)")
-    for column in ("query_image", "gallery_image"):
-        table[column] = [str(p if Path(p).is_absolute() else path.parent / p) for p in table[column]]
+        raise StudyError(f"{where}: query image {missing[0]} does not exist (the run records absolute paths; "
+                         f"moved since?)")
     return table
+
+
+def _region(row) -> Region:
+    return Region(row.region_kind, float(row.box_x0), float(row.box_y0), float(row.box_x1), float(row.box_y1))
 
 
 def retrieval_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
     table = read_rankings(study)
-    rankings = {}
+    available = sorted(set(table["method"]))
+    unknown = [m for m in study.methods if m not in available]
+    if unknown:
+        raise StudyError(f"{study.path}: field 'methods': {', '.join(unknown)} not in the run {study.source} "
+                         f"(it ranked by {', '.join(available)})")
+    rankings: dict = {}
     for (query_id, method), group in table.groupby(["query_id", "method"]):
         rankings.setdefault(query_id, {})[method] = group.sort_values("rank")
     usable = sorted(q for q, by_method in rankings.items()
@@ -217,28 +268,57 @@ def retrieval_items(study: Study, stimuli: Path, rng: np.random.Generator) -> li
         for side, method in (("A", method_a), ("B", method_b)):
             ranked = rankings[query_id][method].head(study.top_k)
             first = ranked.iloc[0]
-            box = (first.box_x0, first.box_y0, first.box_x1, first.box_y1)
-            files[side] = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, list(ranked.gallery_image)))
+            files[side] = save_stimulus(stimuli, retrieval_stimulus(first.query_image, _region(first),
+                                                                    list(ranked.gallery_image)))
         items.append({"item_id": _item_id(study, f"q-{query_id}"), "source_ref": str(query_id), "is_catch": False,
                       "method_a": method_a, "method_b": method_b, "expected": None, "stimuli": files})
-    if study.catch_items:
-        if not {"query_label", "gallery_label"} <= set(table.columns):
-            raise StudyError(f"{study.source}: catch trials need columns query_label and gallery_label "
-                             f"(or set catch_trial_rate: 0)")
-        gallery = table.drop_duplicates("gallery_id")
-        for n in range(study.catch_items):
-            query_id = chosen[n % len(chosen)]
-            first = rankings[query_id][study.methods[0]].iloc[0]
-            same = gallery[gallery.gallery_label == first.query_label].gallery_image.tolist()
-            other = gallery[gallery.gallery_label != first.query_label].gallery_image.tolist()
-            if len(same) < study.top_k or len(other) < study.top_k:
-                raise StudyError(f"{study.source}: not enough gallery images to build a catch trial for query "
-                                 f"{query_id}")
-            box = (first.box_x0, first.box_y0, first.box_x1, first.box_y1)
-            good = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, same[:study.top_k]))
-            picks = rng.choice(len(other), size=study.top_k, replace=False)
-            bad = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, [other[i] for i in picks]))
-            items.append(_catch_item(study, f"catch-{n}", "A" if rng.random() < 0.5 else "B", good, bad))
+    items += retrieval_catch_items(study, stimuli, rng, table, rankings, chosen)
+    return items
+
+
+def region_catch_pools(table: pd.DataFrame, query_rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """``(good, bad)`` gallery images for a catch trial on one query.
+
+    good: images whose label is the label of the region's content (``query_label``), those the query's own
+    rankings returned first; bad: images the query's rankings returned *without* that label, best rank first
+    (what similarity to the rest of the query image brings back), then any other image without it."""
+    label = query_rows["query_label"].iloc[0]
+    if pd.isna(label):
+        return [], []
+    ranked = query_rows.sort_values(["rank", "method"], kind="stable")
+    gallery = table.drop_duplicates("gallery_relative_path")
+    own = os.path.realpath(query_rows["query_image"].iloc[0])  # the query itself is never a result
+    gallery = gallery[[os.path.realpath(p) != own for p in gallery["gallery_image"]]]
+    labels = dict(zip(gallery["gallery_image"], gallery["gallery_label"], strict=True))
+    relevant = {p for p, g in labels.items() if not pd.isna(g) and g == label}
+    seen = list(dict.fromkeys(ranked["gallery_image"]))
+    good = [p for p in seen if p in relevant] + sorted(relevant - set(seen))
+    bad = [p for p in seen if p not in relevant] + sorted(set(labels) - relevant - set(seen))
+    return good, bad
+
+
+def retrieval_catch_items(study: Study, stimuli: Path, rng: np.random.Generator, table: pd.DataFrame,
+                          rankings: dict, chosen: list) -> list[dict]:
+    if not study.catch_items:
+        return []
+    candidates = []
+    for query_id in chosen:
+        rows = pd.concat(list(rankings[query_id].values()))
+        good, bad = region_catch_pools(table, rows)
+        if len(good) >= study.top_k and len(bad) >= study.top_k:
+            candidates.append((query_id, rows, good, bad))
+    if not candidates:
+        raise StudyError(f"{study.source}: no query can make a catch trial: it needs a query_label (the label of "
+                         f"the region's content) and {study.top_k} gallery images with that label and {study.top_k} "
+                         f"without among the run's rankings (or set catch_trial_rate: 0)")
+    items = []
+    for n in range(study.catch_items):
+        query_id, rows, good, bad = candidates[n % len(candidates)]
+        first = rows.iloc[0]
+        region = _region(first)
+        good_file = save_stimulus(stimuli, retrieval_stimulus(first.query_image, region, good[:study.top_k]))
+        bad_file = save_stimulus(stimuli, retrieval_stimulus(first.query_image, region, bad[:study.top_k]))
+        items.append(_catch_item(study, f"catch-{n}", "A" if rng.random() < 0.5 else "B", good_file, bad_file))
     return items
 
 

@@ -26,13 +26,25 @@ ANSWERS = (
     ("-2", "Robot B seems clearly more reasonable than robot A"),
 )
 ANSWER_VALUES = tuple(value for value, _ in ANSWERS)
+# Interactive retrieval (paper Section VII-B): the robot that retrieves images with a more similar marked region is
+# better. Same values: the score for robot A.
+RETRIEVAL_ANSWERS = (
+    ("2", "Robot A is clearly better"),
+    ("1", "Robot A is slightly better"),
+    ("0", "Robot A and Robot B are equally good"),
+    ("-1", "Robot B is slightly better"),
+    ("-2", "Robot B is clearly better"),
+)
+ANSWERS_BY_KIND = {"retrieval": RETRIEVAL_ANSWERS}
+
 QUESTION = "Which robot is more reasonable?"  # the paper's Fig. 5 question, asked of every item
 
 PROMPTS = {
     "overall_map": ("Both robots think the two images show the same {subject}. The bright, outlined regions (the "
                     "top {percent}% of each robot's map) show where each robot looked to decide. " + QUESTION),
-    "retrieval": ("Both robots were asked to find images of the same {subject} as the region in the red box "
-                  "of the query image (left). Which robot's results match the boxed region better?"),
+    "retrieval": ("Each robot was given the query image (left) with a region marked in red and retrieved the images "
+                  "on its right. The robot which retrieves images with a more similar marked region is better. "
+                  "Which robot's retrieved images are better for the marked region?"),
 }
 
 STYLE = """
@@ -60,7 +72,7 @@ def page_body(study: Study, items: list[dict], image_url) -> str:
         if study.kind == "overall_map":
             parts.append(f"<p><b>{html.escape(QUESTION)}</b></p>")
         parts.append('<div class="answers">')
-        for value, label in ANSWERS:
+        for value, label in ANSWERS_BY_KIND.get(study.kind, ANSWERS):
             parts.append(f'<label><input type="radio" name="{name}" value="{value}" required> '
                          f'{html.escape(label)}</label>')
         parts.append("</div></div>")

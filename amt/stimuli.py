@@ -28,7 +28,6 @@ from eml_core.presentation import normalised_at_image_size, top_fraction_mask
 
 TILE = 224
 HIGHLIGHT = (255, 196, 0)
-BOX = (255, 40, 40)
 
 
 def _fit(image: np.ndarray, height: int = TILE) -> np.ndarray:
@@ -135,14 +134,13 @@ def catch_highlights(good_heat: np.ndarray, bad_heat: np.ndarray, box, fraction:
     return masks[0], masks[1]
 
 
-def retrieval_stimulus(query_path: str, box, gallery_paths: list[str]) -> np.ndarray:
-    query = load_image(query_path).to_uint8().copy()
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    cv2.rectangle(query, (x0, y0), (x1 - 1, y1 - 1), BOX, max(2, round(min(query.shape[:2]) / 100)))
-    tiles = [_fit(query, TILE), np.full((TILE, 24, 3), 255, dtype=np.uint8)]
-    for path in gallery_paths:
-        tiles += [_fit(load_image(path).to_uint8(), TILE), np.full((TILE, 6, 3), 255, np.uint8)]
-    return np.concatenate(tiles[:-1], axis=1)
+def retrieval_stimulus(query_path: str, region, gallery_paths: list[str]) -> np.ndarray:
+    """The paper's retrieval layout for one robot: the query with its region (a red box, or a red ring around a
+    point), then the robot's retrieved images in rank order; no label, nothing that names the method.
+    ``region`` is an :class:`eml_core.region_retrieval.Region`."""
+    from eml_core.region_retrieval import montage
+
+    return montage(query_path, region, [(None, list(gallery_paths))], tile=TILE, show_labels=False)
 
 
 def save_stimulus(folder: Path, rgb: np.ndarray) -> str:

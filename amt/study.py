@@ -5,7 +5,7 @@ Example (``data/studies/overall_map_demo.yaml``)::
     study_id: cub-overall-decomposition-vs-gradcam
     kind: overall_map                 # or: retrieval
     methods: [decomposition, gradcam] # the two robots; which one is "A" is randomised per item
-    source: runs/cub/localization     # overall_map: a localization run; retrieval: a rankings Parquet
+    source: runs/cub/localization     # overall_map: a localization run; retrieval: a retrieval run (eml retrieve)
     items: 40                         # comparison items drawn (seeded) from the source
     items_per_hit: 10
     assignments_per_hit: 9

@@ -212,9 +212,13 @@ class GalleryIndex:
     # --- creating and opening ------------------------------------------------------------------
     @classmethod
     def create(cls, location: str | ResultsLocation, model: EmbeddingModel, root: str | os.PathLike,
-               similarity: str = "cosine", dataset: str | None = None) -> GalleryIndex:
+               similarity: str = "cosine", dataset: str | None = None, model_spec: str | None = None) -> GalleryIndex:
         """A new empty index for ``model`` over images under ``root``; an existing index there is opened instead,
-        after checking it was built with the same model, root and similarity."""
+        after checking it was built with the same model, root and similarity.
+
+        ``model_spec`` (how the model was named: a checkpoint path, ``backbone:head``...) is recorded as
+        ``model.spec`` so that a search can load the model from the index alone; it is data, checked like any
+        spec read from a file, and the fingerprint still decides whether a model fits the index."""
         location = location if isinstance(location, ResultsLocation) else ResultsLocation(location)
         if similarity not in SIMILARITIES:
             raise ArgumentError("similarity", f"expected one of {SIMILARITIES}, got {similarity!r}")
@@ -233,7 +237,7 @@ class GalleryIndex:
         header: dict = {
             "format": INDEX_FORMAT,
             "model": {"fingerprint": model_state_fingerprint(model), "summary": _model_summary(model),
-                      "config": model.config},
+                      "config": model.config, "spec": model_spec},
             "similarity": similarity,
             "embedding_dim": None,
             "root": root,
@@ -511,9 +515,9 @@ class GalleryIndex:
 
 def build_index(location: str | ResultsLocation, model: EmbeddingModel, items: list[Item], root: str | os.PathLike,
                 similarity: str = "cosine", dataset: str | None = None, device: str = "cpu", batch_size: int = 32,
-                shard_size: int = 256) -> tuple[GalleryIndex, int, list[ErrorRecord]]:
+                shard_size: int = 256, model_spec: str | None = None) -> tuple[GalleryIndex, int, list[ErrorRecord]]:
     """Create (or open) the index at ``location`` and append ``items``; returns ``(index, added, errors)``."""
-    index = GalleryIndex.create(location, model, root, similarity, dataset)
+    index = GalleryIndex.create(location, model, root, similarity, dataset, model_spec)
     added, errors = index.append(model, items, device, batch_size, shard_size)
     return index, added, errors
 

@@ -348,7 +348,7 @@ def query_vectors(model: EmbeddingModel, queries: list[RegionQuery], methods=DEF
 # rankings
 
 
-def _exclusions(index: GalleryIndex, queries: list[QueryVectors], root=None) -> list[set[int]]:
+def excluded_positions(index: GalleryIndex, queries: list[QueryVectors], root=None) -> list[set[int]]:
     """Per query, the gallery rows never to return: its own file, and the ids it excludes."""
     by_id = index.positions("image_id")
     out = []
@@ -394,7 +394,7 @@ def rankings_from_vectors(index: GalleryIndex, vectors: list[QueryVectors], meth
         return []
     paths = index.image_paths(root)
     gallery = index.rows
-    excluded = _exclusions(index, vectors, root)
+    excluded = excluded_positions(index, vectors, root)
     matrix = np.stack([vectors[q].vectors[name] for q, name in keys])
     scores, indices = index.searcher(device).search(matrix, top_k, [excluded[q] for q, _ in keys])
     rows = []

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -386,3 +387,74 @@ def eval_table_text(rows: list[dict]) -> str:
         cells = " ".join(f"{values[c]:12.4f}" if c in values else f"{'':>12}" for c in columns)
         buffer.write(f"{benchmark:12} {method:18} {feature:14} {cells} {values['count']:8d}\n")
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# relevance by label: any run whose queries carry the label of their region's content
+
+
+def label_query_eval(index: GalleryIndex, vectors, methods=DEFAULT_METHODS, ks=PRECISION_KS, device: str = "cpu",
+                     root=None, chunk: int = 16, stage: str = "retrieve") -> tuple[list[dict], list[ErrorRecord]]:
+    """Per query and method: precision@k and AP over the whole ranking (rows of table ``retrieval_query_eval``).
+
+    A gallery image is relevant when its label is the query's label, which a query file gives as the label of
+    the region's *content* (the marked object's class), so the score rewards region-relevant results. The
+    gallery entries a ranking never returns (the query's own file, its excluded ids) are left out of its ranking
+    and of R. Queries without a label are not scored; a label that no gallery image has is a ``warning`` row and
+    not scored (AP is undefined there). ``vectors`` are :class:`~eml_core.region_retrieval.QueryVectors`.
+    """
+    from eml_core.region_retrieval import excluded_positions
+
+    methods = check_methods(methods)
+    labels = index.rows["label"].to_numpy()
+    errors: list[ErrorRecord] = []
+    scored, excluded, relevant_counts = [], [], []
+    for qv, excl in zip(vectors, excluded_positions(index, vectors, root), strict=True):
+        if qv.query.label is None:
+            continue
+        holds = labels == qv.query.label
+        count = int(holds.sum()) - sum(1 for g in excl if holds[g])
+        if count == 0:
+            errors.append(ErrorRecord(stage, qv.query.query_id, qv.query.image, None,
+                                      f"label {qv.query.label}: no gallery image has it; query not scored", "warning"))
+            continue
+        scored.append(qv)
+        excluded.append(np.array(sorted(excl), dtype=np.int64))
+        relevant_counts.append(count)
+    if not scored or len(index) == 0:
+        return [], errors
+    searcher = index.searcher(device)
+    rows: list[dict] = []
+    for method in methods:
+        region_feature = RETRIEVAL_METHODS[method].region_feature
+        chosen = [n for n, qv in enumerate(scored) if method in qv.vectors]
+        for start in range(0, len(chosen), chunk):
+            members = chosen[start:start + chunk]
+            _, order = searcher.rank(np.stack([scored[n].vectors[method] for n in members]))
+            relevance = np.zeros(order.shape, dtype=bool)
+            for row, n in enumerate(members):
+                kept = order[row][~np.isin(order[row], excluded[n])]  # padded with non-relevant slots at the end
+                relevance[row, :len(kept)] = labels[kept] == scored[n].query.label
+            counts = np.array([relevant_counts[n] for n in members])
+            aps = average_precision(relevance, counts)
+            for row, n in enumerate(members):
+                base = {"query_id": scored[n].query.query_id, "method": method, "region_feature": region_feature,
+                        "relevant": int(counts[row])}
+                rows.extend({**base, "metric": "precision", "k": int(k),
+                             "value": float(precision_at_k(relevance[row:row + 1], k)[0])} for k in ks)
+                rows.append({**base, "metric": "ap", "k": None, "value": float(aps[row])})
+    return rows, errors
+
+
+def eval_from_query_rows(rows, benchmark: str = "labels") -> list[dict]:
+    """``retrieval_eval`` rows from per-query rows: the mean of each (method, metric, k) over the queries scored;
+    per-query ``ap`` becomes ``map``."""
+    grouped: dict[tuple, list[float]] = {}
+    for row in rows:
+        metric = "map" if row["metric"] == "ap" else row["metric"]
+        k = None if row["k"] is None or pd.isna(row["k"]) else int(row["k"])  # rows read back hold NaN / NA
+        key = (row["method"], row["region_feature"], metric, k)
+        grouped.setdefault(key, []).append(float(row["value"]))
+    return [{"benchmark": benchmark, "method": method, "region_feature": feature, "metric": metric, "k": k,
+             "value": float(np.mean(values)), "count": len(values)}
+            for (method, feature, metric, k), values in grouped.items()]

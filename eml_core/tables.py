@@ -96,6 +96,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("benchmark", pa.string()), ("method", pa.string()), ("region_feature", pa.string()), ("metric", pa.string()),
         ("k", pa.int64()), ("value", pa.float64()), ("count", pa.int64()),
     ]),
+    # per query of a retrieval run (eml_core.retrieval_benchmark.label_query_eval): precision@k (metric precision)
+    # and average precision (metric ap, k null), relevance = gallery label equals the label of the query region's
+    # content; relevant = R, the relevant gallery images of that query. retrieval_eval holds their means.
+    "retrieval_query_eval": pa.schema([
+        ("query_id", pa.string()), ("method", pa.string()), ("region_feature", pa.string()), ("metric", pa.string()),
+        ("k", pa.int64()), ("value", pa.float64()), ("relevant", pa.int64()),
+    ]),
     # human studies: one row per answer, from MTurk or the lab (amt/responses.py describes every column)
     "responses": pa.schema([
         ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),

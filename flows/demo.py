@@ -1,7 +1,8 @@
 """The main job on the embedded default data, as one Prefect flow: explain an example pair, generate the
 default dataset, train the default model, evaluate localization (Tables I and II), and build the example
 human study against that run (built, not launched); then train a small two-branch cross-view model and evaluate
-orientation (paper Section VII-A, Fig. 9)."""
+orientation (paper Section VII-A, Fig. 9); then retrieve by region: index the embedded data with the trained
+model, rank query regions of two-object images by partial similarity and the baselines."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from prefect import flow
 
 from flows.evaluate_localization import evaluate_localization
 from flows.evaluate_orientation import evaluate_orientation
+from flows.index_build import index_build
+from flows.interactive_retrieval import interactive_retrieval
 from flows.train import train
 from flows.train_crossview import train_crossview
 from tasks.configs import (
     CrossViewTrainConfig,
     DemoConfig,
     ExplainConfig,
+    IndexBuildConfig,
     LocalizationConfig,
     OrientationConfig,
+    RetrievalConfig,
     TrainConfig,
     as_config,
 )
@@ -29,6 +34,7 @@ from tasks.demo import (
     embedded_crossview_pairs,
     embedded_dataset,
     example_pair,
+    retrieval_queries,
 )
 from tasks.explain import explain
 from tasks.studies import build
@@ -59,4 +65,13 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
                                                                         training=DEMO_CROSSVIEW_TRAINING))
     result["orientation"] = evaluate_orientation(OrientationConfig(dataset=crossview, model=crossview_model,
                                                                    out=str(out), random_rotations=2, examples=1))
+
+    # interactive retrieval by region (paper Section VII-B): index every image of the embedded data (the class
+    # split puts half the classes in each split; the query regions mark objects of all 12 classes), then rank
+    # two-object query regions
+    gallery = index_build(IndexBuildConfig(gallery="synthetic", model=checkpoint, out=str(out / "index")))
+    queries = retrieval_queries(str(out / "retrieval_queries"))
+    result["index"] = gallery
+    result["retrieval"] = interactive_retrieval(RetrievalConfig(index=gallery["index"], queries=queries, out=str(out),
+                                                                montages=6))
     return result

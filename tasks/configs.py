@@ -573,3 +573,253 @@ class CrossViewTrainConfig(FlowConfig):
             raise ArgumentError("checkpoint", f"{self.checkpoint!r} is a folder; expected a checkpoint file name")
         if path.parent.exists() and not path.parent.is_dir():
             raise ArgumentError("checkpoint", f"{path.parent} is not a folder")
+
+
+# interactive retrieval (paper Section VII-B): the gallery index, region queries, the composite benchmark
+
+# the command line's short names (the issue's) for the methods of eml_core.region_retrieval
+RETRIEVAL_METHOD_ALIASES = {"partial": "partial_centre", "partial_mean": "partial_box_mean"}
+
+
+def check_retrieval_methods(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Method names of :data:`eml_core.region_retrieval.RETRIEVAL_METHODS` (short aliases accepted); None: every
+    method that applies to each query's region."""
+    from eml_core.region_retrieval import RETRIEVAL_METHODS
+
+    if value is None:
+        return None
+    names = tuple(RETRIEVAL_METHOD_ALIASES.get(v, v) for v in value)
+    allowed = (*RETRIEVAL_METHODS, *RETRIEVAL_METHOD_ALIASES)
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown method {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+    return _choices(names, tuple(RETRIEVAL_METHODS), "method")
+
+
+def check_local_path(value: str | None) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip() or "://" in value or "\x00" in value):
+        raise ValueError(f"expected a local file or folder, got {value!r}")
+    return value
+
+
+def _file_present(path: str, field: str, what: str) -> None:
+    if not Path(path).exists():
+        raise ArgumentError(field, f"{path}: {what} does not exist")
+    if not Path(path).is_file():
+        raise ArgumentError(field, f"{path}: is not a file ({what} expected)")
+
+
+def index_present(location: str, field: str = "index") -> None:
+    """A gallery index: ``index.json`` in a local folder (an S3 location is checked when the run opens it)."""
+    if location.startswith("s3://"):
+        return
+    folder = Path(location)
+    if not folder.is_dir():
+        raise ArgumentError(field, f"{location}: no such folder (build the index with `eml index build`)")
+    if not (folder / "index.json").is_file():
+        raise ArgumentError(field, f"{location}: no gallery index here (no index.json; build one with "
+                                   f"`eml index build`)")
+
+
+# the splits each dataset kind has (folder datasets: whatever their CSV says, checked when they load)
+DATASET_SPLITS = {"market1501": ("train", "query", "gallery"), "faces": ("train", "test"), "cub": ("train", "test"),
+                  "synthetic": ("train", "test")}
+
+
+class IndexBuildConfig(FlowConfig):
+    """``eml index build``: embed a gallery once into an index (only images it does not hold yet)."""
+
+    gallery: str
+    model: str
+    out: str
+    splits: tuple[str, ...] | None = None  # None: every split of the dataset
+    similarity: Literal["cosine", "dot"] = "cosine"
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    commit_every: Annotated[int, Field(ge=1, le=100_000)] = 16  # shards embedded between two commits
+    device: str = "auto"
+
+    _gallery = field_validator("gallery")(check_dataset)
+    _model = field_validator("model")(check_model)
+    _out = field_validator("out")(check_results_location)
+    _device = field_validator("device")(check_device)
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value or not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", v) for v in value):
+            raise ValueError(f"expected split names such as gallery, test, train, got {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"splits are repeated: {', '.join(value)}")
+        return tuple(value)
+
+    def model_post_init(self, __context) -> None:
+        known = DATASET_SPLITS.get(self.gallery.partition(":")[0])
+        if self.splits is not None and known is not None:
+            unknown = [s for s in self.splits if s not in known]
+            if unknown:
+                raise ArgumentError("splits", f"{', '.join(map(repr, unknown))} not a split of "
+                                              f"{self.gallery.partition(':')[0]} data ({', '.join(known)})")
+
+    def check_inputs(self) -> None:
+        dataset_present(self.gallery, "gallery")
+        model_present(self.model)
+        folder_or_creatable(self.out)
+        device_present(self.device)
+
+
+class RetrievalConfig(FlowConfig):
+    """``eml retrieve`` / the ``interactive_retrieval`` flow: rank an index for query regions.
+
+    Queries come from a file (``queries``: CSV or Parquet, :mod:`eml_core.retrieval_queries`) or one image with
+    a ``box`` or a ``point``. ``model`` defaults to the model recorded in the index (its fingerprint must match
+    either way); ``root`` overrides where the index's images are (they moved)."""
+
+    index: str
+    out: str = "runs/retrieval"
+    queries: str | None = None
+    query: str | None = None
+    box: tuple[float, float, float, float] | None = None
+    point: tuple[float, float] | None = None
+    label: int | None = None  # of the single query's region content
+    model: str | None = None
+    methods: tuple[str, ...] | None = None
+    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    montages: Annotated[int, Field(ge=0, le=100_000)] = 50  # montage PNGs written (the first queries)
+    montage_k: Annotated[int, Field(ge=1, le=50)] = 5        # retrieved images per method in a montage
+    point_maps: bool = False  # overlay the region's point-specific maps on the partial methods' images (Fig. 13)
+    root: str | None = None
+    device: str = "auto"
+
+    _index = field_validator("index")(check_results_location)
+    _out = field_validator("out")(check_results_location)
+    _device = field_validator("device")(check_device)
+    _paths = field_validator("queries", "query", "root")(check_local_path)
+    _methods = field_validator("methods")(check_retrieval_methods)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        return None if value is None else check_model(value)
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, value):
+        if value is None:
+            return None
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"expected finite X0,Y0,X1,Y1 pixel edges, got {value}")
+        x0, y0, x1, y1 = value
+        if not (x0 < x1 and y0 < y1):
+            raise ValueError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is empty (needs X0 < X1 and Y0 < Y1)")
+        if min(value) < 0:
+            raise ValueError(f"box {x0:g},{y0:g},{x1:g},{y1:g} has a negative coordinate")
+        return value
+
+    @field_validator("point")
+    @classmethod
+    def _point(cls, value):
+        if value is not None and not all(math.isfinite(v) and v >= 0 for v in value):
+            raise ValueError(f"expected X,Y pixel coordinates >= 0, got {value}")
+        return value
+
+    def model_post_init(self, __context) -> None:
+        # ArgumentError (not ValueError) passes through pydantic, so the message names the field, not the class
+        if (self.queries is None) == (self.query is None):
+            raise ArgumentError("queries" if self.queries else "query",
+                                "give either a query file (queries) or one query image (query), not both")
+        if self.query is not None and (self.box is None) == (self.point is None):
+            raise ArgumentError("box" if self.box else "point",
+                                "give the query's region: a box X0,Y0,X1,Y1 or a point X,Y (one of them)")
+        if self.point is not None and self.methods is not None:
+            from eml_core.region_retrieval import RETRIEVAL_METHODS
+
+            boxed = [m for m in self.methods if RETRIEVAL_METHODS[m].needs_box]
+            if boxed:
+                raise ArgumentError("methods", f"{', '.join(boxed)} need a box region; the query has a point")
+        if self.queries is not None and (self.box, self.point, self.label) != (None, None, None):
+            raise ArgumentError("queries", "box, point and label belong to a single query image; a query file has "
+                                           "its own columns")
+
+    def check_inputs(self) -> None:
+        from eml_core.retrieval_queries import check_query_columns, query_file_columns
+
+        index_present(self.index)
+        if self.queries is not None:
+            _file_present(self.queries, "queries", "query file")
+            _present("queries", lambda: check_query_columns(query_file_columns(self.queries), self.queries))
+        if self.query is not None:
+            _file_present(self.query, "query", "query image")
+            self._check_region()
+        if self.model is not None:
+            model_present(self.model)
+        if self.root is not None and not Path(self.root).is_dir():
+            raise ArgumentError("root", f"{self.root}: no such folder")
+        folder_or_creatable(self.out)
+        device_present(self.device)
+
+
+    def _check_region(self) -> None:
+        """The single query's region must lie inside its image (read from the image's header)."""
+        from eml_core.datasets import image_size
+        from eml_core.region_retrieval import Region
+
+        try:
+            size = image_size(Path(self.query))  # type: ignore[arg-type]
+        except (OSError, EmlError, Warning) as error:  # PIL: unidentified image; a decompression bomb (a warning)
+            raise ArgumentError("query", f"{self.query}: not a readable image ({error})") from None
+        if self.box is not None:
+            _present("box", Region.box(*self.box).check, size, "box")
+        else:
+            assert self.point is not None
+            _present("point", Region.point(*self.point).check, size, "point")
+
+
+class RetrievalBenchmarkConfig(FlowConfig):
+    """``eml evaluate retrieval``: precision@k and mAP of the retrieval methods on a benchmark with a ground truth:
+    ``composite`` (two-object images generated from the embedded data) or ``market1501`` (re-id rules)."""
+
+    model: str
+    out: str = "runs/retrieval_benchmark"
+    benchmark: Literal["composite", "market1501"] = "composite"
+    dataset: str | None = None      # market1501:PATH
+    data: str = "data/generated/composites"  # where composite images are generated (a local folder)
+    gallery_images: Annotated[int, Field(ge=1, le=1_000_000)] = 240
+    query_images: Annotated[int, Field(ge=1, le=100_000)] = 24
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 1
+    methods: tuple[str, ...] | None = None  # None: all five
+    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    montages: Annotated[int, Field(ge=0, le=100_000)] = 8
+    device: str = "auto"
+
+    _model = field_validator("model")(check_model)
+    _out = field_validator("out")(check_results_location)
+    _data = field_validator("data")(check_local_path)
+    _device = field_validator("device")(check_device)
+    _methods = field_validator("methods")(check_retrieval_methods)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str | None) -> str | None:
+        return None if value is None else check_dataset(value)
+
+    def model_post_init(self, __context) -> None:
+        if self.benchmark == "market1501" and (self.dataset is None or not self.dataset.startswith("market1501:")):
+            raise ArgumentError("dataset", "the market1501 benchmark needs dataset market1501:PATH")
+        if self.benchmark == "composite" and self.dataset is not None:
+            raise ArgumentError("dataset", "the composite benchmark generates its own images; dataset is for "
+                                           "market1501")
+
+    def check_inputs(self) -> None:
+        model_present(self.model)
+        if self.dataset is not None:
+            dataset_present(self.dataset)
+        folder_or_creatable(self.data, "data")
+        folder_or_creatable(self.out)
+        device_present(self.device)

@@ -50,3 +50,20 @@ DEMO_CROSSVIEW_TRAINING = CrossViewTrainingConfig(embedding_dim=256, panorama_si
 def embedded_crossview_pairs(folder: str) -> str:
     """The demo's embedded cross-view pairs in the CVUSA layout (generated once; reused while unchanged)."""
     return str(ensure_crossview_dataset(folder, DEMO_CROSSVIEW_PAIRS))
+
+
+RETRIEVAL_STUDY = Path(__file__).resolve().parents[1] / "data" / "studies" / "retrieval_demo.yaml"
+
+
+@task(name="retrieval-demo-queries", cache_policy=NO_CACHE)
+def retrieval_queries(folder: str, query_images: int = 6, seed: int = 7, classes: int = 12) -> str:
+    """A query file for the demo's retrieval step: composite images of two objects of the embedded data, each
+    object's box a query region (a part of the image, as a bag is part of a person in the paper), labelled with
+    that object's class. Overall similarity cannot know which object is meant; partial similarity can.
+    Written once per configuration (``folder/composites`` + ``folder/queries.csv``)."""
+    from eml_core.retrieval_benchmark import CompositeConfig, ensure_composites, load_composites
+    from eml_core.retrieval_queries import write_queries
+
+    config = CompositeConfig(gallery_images=1, query_images=query_images, seed=seed, classes=classes)
+    benchmark = load_composites(ensure_composites(folder, config))
+    return str(write_queries(Path(folder) / "queries.csv", benchmark.region_queries()))

@@ -6,7 +6,9 @@
     eml evaluate orientation --dataset cvusa:PATH|synthetic --out LOCATION [--model SPEC] [--rotations 0,30,...]
     eml train-crossview --dataset cvusa:PATH|synthetic --out CHECKPOINT [--epochs N] [--fine-tune]
     eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
-    eml rankings --dataset SPEC --model SPEC --out TABLE.parquet   # region rankings for retrieval studies
+    eml evaluate retrieval --model SPEC --out LOCATION [--benchmark composite|market1501]
+    eml index build --gallery SPEC --model SPEC --out DIR [--split gallery]
+    eml retrieve --index DIR (--query IMAGE (--box X0,Y0,X1,Y1 | --point X,Y) | --queries FILE) [--k 10]
     eml study build DEFINITION --out FOLDER | launch FOLDER [--live] | collect FOLDER | analyze FOLDER
     eml study serve FOLDER [--participants N] | expire FOLDER [--delete] | reject FOLDER ASSIGNMENT --reason R
     eml generate-data [--out FOLDER]    # the embedded default dataset
@@ -26,11 +28,12 @@ import sys
 import click
 
 from flows.cli.common import CONTEXT
-from flows.cli.data import generate_data, rankings, setup_weights
+from flows.cli.data import generate_data, setup_weights
 from flows.cli.demo import demo
 from flows.cli.evaluate import diagnose, evaluate
 from flows.cli.explain import explain
 from flows.cli.orientation import train_crossview
+from flows.cli.retrieval import index, retrieve
 from flows.cli.study import study
 from flows.cli.train import train
 
@@ -40,8 +43,8 @@ def cli():
     """Explain, evaluate and run human studies on deep metric learning models."""
 
 
-for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study,
-                train_crossview):
+for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, study, train_crossview, index,
+                retrieve):
     cli.add_command(command)
 
 

@@ -1,4 +1,4 @@
-"""``eml generate-data``, ``eml setup-weights`` and the legacy ``eml rankings``."""
+"""``eml generate-data`` and ``eml setup-weights``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flows.cli.common import CONTEXT, DATASET_HELP, FACTORY_HELP, MODEL_HELP, command, trust_model_factories
+from flows.cli.common import CONTEXT, command
 
 
 @click.command("generate-data", context_settings=CONTEXT)
@@ -29,26 +29,3 @@ def setup_weights():
     from tasks.demo import install_weights
 
     install_weights()
-
-
-@click.command("rankings", context_settings=CONTEXT)
-@click.option("--dataset", required=True, help=DATASET_HELP)
-@click.option("--model", required=True, help=MODEL_HELP)
-@click.option("--out", required=True, help="Parquet file")
-@click.option("--queries", type=click.IntRange(min=1), default=12, help="test images used as queries (their true box)")
-@click.option("--top-k", type=click.IntRange(min=1), default=8)
-@click.option("--model-factory", help=FACTORY_HELP)
-@command
-def rankings(dataset, model, out, queries, top_k, model_factory):
-    """Rank a gallery by a query region (partial similarity) and by the whole image: the input table of
-    retrieval studies."""
-    from eml_core.errors import ArgumentError
-    from tasks.rankings import write_rankings
-
-    trust_model_factories(model_factory, model)
-    target = Path(out)
-    if target.is_dir():
-        raise ArgumentError("--out", f"{out} is a folder; expected a file name")
-    rows, problems = write_rankings(dataset, model, out, queries, top_k)
-    click.echo(f"wrote {rows['rows']} rankings of {rows['queries']} queries to {out}"
-               + (f"; {problems} problems" if problems else ""))

@@ -13,7 +13,8 @@ from flows.cli.common import CONTEXT, MODEL_HELP, command, prefect_environment
 @command
 def demo(out, explain_model):
     """Explain an example pair, generate the embedded default data, train the default model, evaluate
-    localization (Tables I, II) and build the example human study."""
+    localization (Tables I, II), build the example human study, and retrieve by region (index, rankings,
+    montages)."""
     from tasks.configs import DemoConfig, validated
 
     config = validated(DemoConfig, out=out, explain_model=explain_model)
@@ -46,3 +47,11 @@ def demo(out, explain_model):
                f"{crossview['checkpoint']}")
     click.echo(", ".join(f"R@{r['at']} {r['recall']:.3f}" for _, r in crossview["crossview_recall"].iterrows()))
     click.echo(orientation_markdown(result["orientation"], "the demo's embedded cross-view pairs"))
+    index, retrieval = result["index"], result["retrieval"]
+    click.echo(f"\n== interactive retrieval: index of the {index['count']} embedded images -> {index['index']}; "
+               f"{len(set(retrieval['rankings']['query_id']))} query regions (one object of a two-object image each) "
+               f"ranked by every method")
+    for _, row in retrieval["eval"][retrieval["eval"]["metric"] == "map"].iterrows():
+        click.echo(f"   mAP by the marked object's class, {row['method']}: {row['value']:.3f}")
+    click.echo(f"   rankings and montages: {retrieval['location']}; study: `.venv/bin/eml study build "
+               f"data/studies/retrieval_demo.yaml --out studies/retrieval-demo`")

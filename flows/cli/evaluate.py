@@ -108,3 +108,38 @@ def diagnose(dataset, split_rule, models, out, methods, shard_size, device, mode
 
 
 evaluate.add_command(orientation)
+
+
+@evaluate.command("retrieval", context_settings=CONTEXT)
+@click.option("--model", required=True, help=MODEL_HELP)
+@click.option("--out", required=True, help="results folder or s3://bucket/prefix")
+@click.option("--benchmark", type=click.Choice(["composite", "market1501"]), default="composite",
+              help="composite two-object images (generated) or Market-1501's re-id rules")
+@click.option("--dataset", default=None, help="market1501:PATH (the market1501 benchmark)")
+@click.option("--data", default="data/generated/composites", help="local folder the composite images go to")
+@click.option("--gallery", "gallery_images", type=click.IntRange(min=1), default=240, help="composite gallery images")
+@click.option("--queries", "query_images", type=click.IntRange(min=1), default=24,
+              help="composite query images (two query regions each)")
+@click.option("--seed", type=click.IntRange(min=0), default=1, help="of the composite images")
+@click.option("--methods", default=None, help="comma-separated retrieval methods (default: all five)")
+@click.option("--k", type=click.IntRange(min=1, max=1000), default=10, help="precision@k besides 1, 5, 10; top k kept")
+@click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--model-factory", help=FACTORY_HELP)
+@command
+def retrieval(model, out, benchmark, dataset, data, gallery_images, query_images, seed, methods, k, device,
+              model_factory):
+    """Retrieval benchmarks with a ground truth: precision@k and mAP of each region method on composite images
+    (or CMC and mAP with Market-1501's rules), with the rankings and montages, in --out."""
+    from tasks.configs import RetrievalBenchmarkConfig, validated
+
+    trust_model_factories(model_factory, model)
+    config = validated(RetrievalBenchmarkConfig, model=model, out=out, benchmark=benchmark, dataset=dataset, data=data,
+                       gallery_images=gallery_images, query_images=query_images, seed=seed,
+                       methods=split_list(methods) if methods is not None else None, k=k, device=device)
+    config.check_inputs()
+    prefect_environment()
+    from flows.evaluate_retrieval import evaluate_retrieval
+
+    result = evaluate_retrieval(config)
+    click.echo(result["text"].rstrip())
+    click.echo(f"results: {result['location']}")

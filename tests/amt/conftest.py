@@ -1,4 +1,4 @@
-"""Study fixtures: a localization run and a rankings table made from the embedded default data."""
+"""Study fixtures: a localization run and a retrieval run made from the embedded default data."""
 
 from __future__ import annotations
 
@@ -29,16 +29,34 @@ def localization_run(tiny_synthetic, tiny_synthetic_root, tmp_path_factory) -> P
     return run
 
 
-@pytest.fixture(scope="session")
-def rankings_table(tiny_synthetic, tmp_path_factory) -> Path:
+def write_retrieval_run(run, tiny_synthetic, index_folder) -> None:
+    """A retrieval run as `eml retrieve` writes one (its rankings table and the manifest fields studies read):
+    the tiny model, the tiny data indexed, the upper half of each test image's object box as query region,
+    labelled with the object's class (the label of the region's content)."""
+    from eml_core.gallery_index import build_index
     from eml_core.models import model_from_spec
-    from eml_core.retrieval import region_rankings
+    from eml_core.region_retrieval import Region, RegionQuery, rank_queries
+    from eml_core.results import ResultsLocation
+    from eml_core.tables import frame
 
-    table, errors = region_rankings(model_from_spec(TINY), tiny_synthetic.split("test"), tiny_synthetic.items, top_k=3)
+    model = model_from_spec(TINY)
+    index, _, errors = build_index(index_folder, model, tiny_synthetic.items, tiny_synthetic.root)
     assert not errors
-    path = tmp_path_factory.mktemp("rankings") / "rankings.parquet"
-    table.to_parquet(path, index=False)
-    return path
+    queries = [RegionQuery(f"part-{i.image_id}", i.path, Region.box(x0, y0, x1, (y0 + y1) / 2), i.label)
+               for i in tiny_synthetic.split("test") for x0, y0, x1, y1 in [i.box]]
+    rows, errors = rank_queries(model, index, queries, methods=("partial_centre", "overall"), top_k=4)
+    assert not errors
+    store = ResultsLocation(str(run))
+    store.write_table("retrieval_rankings.parquet", "retrieval_rankings", frame("retrieval_rankings", rows))
+    store.write_json("manifest.json", {"kind": "interactive_retrieval", "index": {
+        "location": str(index_folder), "root": str(index.root_folder()), "count": len(index)}})
+
+
+@pytest.fixture(scope="session")
+def retrieval_run(tiny_synthetic, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("retrieval")
+    write_retrieval_run(folder / "run", tiny_synthetic, folder / "index")
+    return folder / "run"
 
 
 def write_definition(folder: Path, **fields) -> Path:

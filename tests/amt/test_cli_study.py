@@ -1,4 +1,4 @@
-"""`eml study ...` and `eml rankings` on the command line."""
+"""`eml study ...` on the command line."""
 
 from __future__ import annotations
 
@@ -38,13 +38,3 @@ def test_study_errors_exit_2(tmp_path, capsys):
     assert "study.yaml: field 'methods': is required" in capsys.readouterr().err
     assert main(["study", "collect", str(tmp_path / "nowhere")]) == 2
     assert "no study ledger here" in capsys.readouterr().err
-
-
-def test_rankings_command(tiny_synthetic_root, tmp_path, capsys):
-    out = tmp_path / "rankings.parquet"
-    assert main(["rankings", "--dataset", f"cub:{tiny_synthetic_root}", "--model", "tests.conftest:tiny",
-                 "--out", str(out), "--queries", "3", "--top-k", "2"]) == 0
-    table = pd.read_parquet(out)
-    assert set(table["method"]) == {"partial_similarity", "overall_similarity"}
-    assert table.groupby(["query_id", "method"]).size().eq(2).all() and table["query_id"].nunique() == 3
-    assert (table["query_id"] != table["gallery_id"]).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -120,25 +121,88 @@ def test_catch_trials_come_from_real_maps_of_the_runs_pairs(built_study, localiz
     assert set(sources) <= run_pairs and len(set(sources)) == len(sources)
 
 
-def test_build_retrieval_study(rankings_table, tmp_path):
-    definition = write_definition(tmp_path, study_id="test-retrieval", kind="retrieval",
-                                  methods=["partial_similarity", "overall_similarity"], source=str(rankings_table),
-                                  items=4, items_per_hit=3, top_k=3, catch_trial_rate=0.25, subject="object")
-    ledger = build_study(load_study(definition), tmp_path / "built")
+def _retrieval_definition(folder, source, **fields):
+    return write_definition(folder, **{"study_id": "test-retrieval", "kind": "retrieval",
+                                       "methods": ["partial_centre", "overall"], "source": str(source), "items": 4,
+                                       "items_per_hit": 3, "top_k": 3, "catch_trial_rate": 0.25, **fields})
+
+
+def test_build_retrieval_study_from_a_retrieval_run(retrieval_run, tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing depends on the working directory
+    ledger = build_study(load_study(_retrieval_definition(tmp_path, retrieval_run)), tmp_path / "built")
     assert len(ledger.items) == 5 and len(ledger.hits) == 2
     assert sum(i["is_catch"] for i in ledger.items) == 1
+    assert {i["method_a"] for i in ledger.items if not i["is_catch"]} <= {"partial_centre", "overall"}
+    page = (tmp_path / "built" / "hits" / "hit-000.html").read_text()
+    assert "Which robot&#x27;s retrieved images are better for the marked region?" in page
+    questions = page.count('<div class="item">')
+    for label in ("Robot A is clearly better", "Robot A is slightly better", "Robot A and Robot B are equally good",
+                  "Robot B is slightly better", "Robot B is clearly better"):
+        assert page.count(label) == questions
+    assert "reasonable" not in page
 
 
-def test_build_refuses_bad_sources(rankings_table, tmp_path):
+def test_retrieval_catch_trials_reward_the_region_not_the_query_image(retrieval_run, tiny_synthetic):
+    """The good robot's images hold the region's content (its label); the bad robot's are what the query's
+    rankings returned without it."""
+    from amt.build import read_rankings, region_catch_pools
+
+    table = read_rankings(load_study(_retrieval_definition(retrieval_run.parent, retrieval_run)))
+    labels = {str(item.path): item.label for item in tiny_synthetic.items}
+    checked = 0
+    for _, rows in table.groupby("query_id"):
+        good, bad = region_catch_pools(table, rows)
+        label = rows["query_label"].iloc[0]
+        assert good and bad and rows["query_image"].iloc[0] not in good + bad
+        assert all(labels[p] == label for p in good) and all(labels[p] != label for p in bad)
+        ranked = rows.sort_values(["rank", "method"], kind="stable")["gallery_image"]
+        returned = list(dict.fromkeys(p for p in ranked if labels[p] != label))  # best rank first
+        assert returned and bad[:len(returned)] == returned
+        checked += 1
+    assert checked == len(tiny_synthetic.split("test"))
+
+
+def test_build_retrieval_study_from_a_run_on_s3(retrieval_run, s3_endpoint, tmp_path):
+    import boto3
+
+    from eml_core.results import ResultsLocation
+
+    boto3.client("s3").create_bucket(Bucket="eml-retrieval-runs")
+    root = ResultsLocation("s3://eml-retrieval-runs/results")
+    for name in ("manifest.json", "retrieval_rankings.parquet"):
+        root.write_bytes(f"retrieval/run-1/{name}", (retrieval_run / name).read_bytes())
+    root.write_json("retrieval/latest.json", {"run_id": "run-1", "location": root.location_of("retrieval/run-1")})
+    ledger = build_study(load_study(_retrieval_definition(tmp_path, "s3://eml-retrieval-runs/results")),
+                         tmp_path / "built")
+    assert len(ledger.items) == 5 and ledger.data["study"]["source"] == "s3://eml-retrieval-runs/results"
+
+
+def test_build_refuses_bad_sources(retrieval_run, tiny_synthetic, tmp_path):
+    import shutil
+
     import pandas as pd
 
-    broken = tmp_path / "broken.parquet"
-    pd.read_parquet(rankings_table).drop(columns=["score"]).to_parquet(broken)
-    definition = write_definition(tmp_path, study_id="bad-retrieval", kind="retrieval",
-                                  methods=["partial_similarity", "overall_similarity"], source=str(broken), items=2,
-                                  items_per_hit=2)
-    with pytest.raises(StudyError, match="lacks column"):
-        build_study(load_study(definition), tmp_path / "out")
+    def broken_run(name, change):
+        run = tmp_path / name
+        shutil.copytree(retrieval_run, run)
+        table = pd.read_parquet(run / "retrieval_rankings.parquet")
+        change(table).to_parquet(run / "retrieval_rankings.parquet")
+        return run
+
+    secret = tmp_path / "private.png"  # an image outside the index root: a table must not reach it
+    shutil.copy(tiny_synthetic.items[0].path, secret)
+    escape = os.path.relpath(secret, json.loads((retrieval_run / "manifest.json").read_text())["index"]["root"])
+    cases = [
+        (broken_run("no-score", lambda t: t.drop(columns=["score"])), {}, "lacks column"),
+        (broken_run("escape", lambda t: t.assign(gallery_relative_path=escape)), {},
+         "is not inside the index root"),
+        (retrieval_run, {"methods": ["partial_centre", "crop"]}, "field 'methods': crop not in the run"),
+        (tmp_path / "no-run", {}, "neither a retrieval run"),
+        (broken_run("no-labels", lambda t: t.assign(query_label=None)), {}, "no query can make a catch trial"),
+    ]
+    for n, (source, fields, message) in enumerate(cases):
+        with pytest.raises(StudyError, match=message):
+            build_study(load_study(_retrieval_definition(tmp_path, source, **fields)), tmp_path / f"out{n}")
     definition = write_definition(tmp_path, study_id="bad-overall", kind="overall_map",
                                   methods=["decomposition", "gradcam"], source=str(tmp_path / "no-run"), items=2,
                                   items_per_hit=2)

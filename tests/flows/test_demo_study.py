@@ -29,3 +29,27 @@ def test_demo_study_builds_from_the_runs_under_its_own_out(tiny_synthetic, tiny_
     assert ledger.data["study"]["source"] == str(run)
     assert study["items"] == len(ledger.items) == 24  # 20 items + 20% catch trials, as the demo definition says
     assert DEMO_STUDY.is_file() and not (tmp_path / "out").exists()
+
+
+def test_the_retrieval_demo_study_builds_from_the_demos_retrieval_run(prefect_harness, tiny_synthetic_root, tmp_path,
+                                                                        monkeypatch):
+    """The demo's retrieval step (index, composite query regions, run under out/demo), with the tiny model, then
+    the README's command as written: `eml study build data/studies/retrieval_demo.yaml --out studies/...`."""
+    from flows.cli import main
+    from flows.index_build import index_build
+    from flows.interactive_retrieval import interactive_retrieval
+    from tasks.configs import IndexBuildConfig, RetrievalConfig
+    from tasks.demo import RETRIEVAL_STUDY, retrieval_queries
+
+    monkeypatch.chdir(tmp_path)
+    gallery = index_build(IndexBuildConfig(gallery=f"cub:{tiny_synthetic_root}", model="tests.conftest:tiny",
+                                           out="out/demo/index", device="cpu"))
+    queries = retrieval_queries.fn("out/demo/retrieval_queries", classes=3)
+    run = interactive_retrieval(RetrievalConfig(index=gallery["index"], queries=queries, out="out/demo", device="cpu",
+                                                montages=2))
+    assert run["rankings"]["query_id"].nunique() == 12 and set(run["rankings"]["region_kind"]) == {"box"}
+    assert main(["study", "build", str(RETRIEVAL_STUDY), "--out", "studies/retrieval-demo"]) == 0
+    ledger = Ledger.load(tmp_path / "studies" / "retrieval-demo")
+    assert ledger.data["study"]["source"] == "out/demo"
+    assert len(ledger.items) == 10 and sum(i["is_catch"] for i in ledger.items) == 2  # 8 items + 25% catch trials
+    assert {i["method_a"] for i in ledger.items if not i["is_catch"]} == {"partial_centre", "overall"}
