@@ -19,6 +19,7 @@ from eml_core.errors import EmlError
 from eml_core.images import load_image
 from eml_core.methods import DEFAULT_METHODS, method_maps
 from eml_core.presentation import normalised_at_image_size
+from eml_core.stored_maps import encode as encode_map
 from eml_core.sweep import FINE_THRESHOLDS, sweep_thresholds, threshold_size
 
 
@@ -31,7 +32,7 @@ def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHO
 
 def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,
                    batch_size: int = 16, device: str = "cpu", stage: str = "localize", sides=("query",),
-                   resolution: str = "image"):
+                   resolution: str = "image", maps_out: list | None = None):
     """Sweep every method's map of the ``sides`` of every pair; returns ``(rows, errors)``.
 
     By default only the query side is scored: with one pair per image (its
@@ -40,7 +41,9 @@ def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESH
     ``rows`` follow the ``localization_items`` schema; an unreadable image sends
     its pair to ``errors`` and the rest go on. ``resolution``: ``"image"``
     thresholds each map at its image's size, ``"authors_224"`` at 224 x 224 with
-    boxes scaled back to the image (:mod:`eml_core.sweep`).
+    boxes scaled back to the image (:mod:`eml_core.sweep`). With a list as ``maps_out``, every scored
+    (pair, side, method) also appends its raw feature-resolution map as a ``localization_maps`` row
+    (:mod:`eml_core.stored_maps`), so its maps can be shown later without the model.
     """
     threshold_size((1, 1), resolution)   # refuse an unknown resolution before any work
     rows, errors = [], []
@@ -77,12 +80,12 @@ def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESH
                 continue
             rows.extend(_sweep_rows([chunk[i] for i in group], maps, methods, thresholds, connectivity, sides,
                                     min_side=model.stride or 1, stage=stage, errors=errors,
-                                    resolution=resolution))
+                                    resolution=resolution, maps_out=maps_out))
     return rows, errors
 
 
 def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side: int = 1, stage: str = "localize",
-                errors: list | None = None, resolution: str = "image") -> list[dict]:
+                errors: list | None = None, resolution: str = "image", maps_out: list | None = None) -> list[dict]:
     """``localization_items`` rows of a batch of explained pairs.
 
     An image smaller than one feature cell (``min_side``, the backbone's stride)
@@ -103,8 +106,11 @@ def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side:
                                               f"localized ({side} of pair {pair.pair_id})"))
                 continue
             for method in methods:
-                normalised, flagged = normalised_at_image_size(maps[method][side][row_index],
-                                                               threshold_size(item.size, resolution))
+                raw = maps[method][side][row_index]
+                if maps_out is not None:
+                    maps_out.append({"pair_id": pair.pair_id, "image_id": item.image_id, "side": side,
+                                     "method": method, **encode_map(raw)})
+                normalised, flagged = normalised_at_image_size(raw, threshold_size(item.size, resolution))
                 for result in sweep_thresholds(normalised, item.box, thresholds, connectivity, image_size=item.size):
                     box = result.box or (None, None, None, None)
                     rows.append({

@@ -12,14 +12,14 @@ import os
 import time
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import progress
 from tasks.configs import LocalizationConfig, as_config
 from tasks.localization import embed_shard, load_dataset, localize_shard, make_pairs, read_embeddings, shards
+from tasks.reports import publish_localization
 from tasks.runs import start_run
-from tasks.summary import markdown_report, summarise
+from tasks.summary import summarise
 
 # Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
 TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))
@@ -55,19 +55,5 @@ def evaluate_localization(config: LocalizationConfig = LocalizationConfig()) -> 
                 f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {cache}")
 
     result = summarise(config, run, data, embedded, pairs, pair_errors, localized, started)
-    _artifacts(result, data.name)
+    publish_localization(result, data.name, config.dataset, config.out)  # scoped keys, figures, trend
     return result
-
-
-def _artifacts(result: dict, dataset_name: str) -> None:
-    best = result["best"]
-    create_table_artifact(
-        key="localization-best",
-        table=[{"method": r["method"], "best_accuracy_percent": round(r["best_accuracy"] * 100, 2),
-                "best_threshold": r["best_threshold"], "images": int(r["count"])} for _, r in best.iterrows()],
-        description=f"Table II: best localization accuracy per method on {dataset_name}",
-    )
-    create_markdown_artifact(key="localization-report", markdown=markdown_report(result, dataset_name),
-                             description="Tables I and II")
-    create_link_artifact(key="localization-results", link=result["location"], link_text="results folder",
-                         description="Parquet tables, figures and manifest of this run")

@@ -356,3 +356,22 @@ class DemoConfig(FlowConfig):
         folder_or_creatable(self.out)
 
     _model = field_validator("explain_model")(check_model)
+
+
+class StudyAnalysisConfig(FlowConfig):
+    """Analyse a built study's answers. ``include_flagged`` keeps the answers of flagged workers and held
+    assignments (pilots); ``results`` (a results root) also records the analysis there as a run of kind
+    ``study``, with a catalog row, for the review dashboard and the trend across analyses."""
+
+    folder: str
+    include_flagged: bool = False
+    results: str | None = None
+
+    @field_validator("results")
+    @classmethod
+    def _results(cls, value: str | None) -> str | None:
+        return None if value is None else check_results_location(value)
+
+    def check_inputs(self) -> None:
+        if self.results is not None:
+            folder_or_creatable(self.results, "results")

@@ -126,30 +126,37 @@ def localize_key(model_spec: str, pairs: list[Pair], method: str, config: Locali
 
 @task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)
 def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
-    """Maps and threshold sweep of one shard of pairs -> one Parquet file per method (+ errors).
+    """Maps and threshold sweep of one shard of pairs -> per method, one Parquet file of rows and one of the
+    raw feature-resolution maps (``localization_maps``, for the review dashboard) (+ errors).
 
-    Methods whose file already exists (and reads back whole) are not recomputed;
+    Methods whose files already exist (and read back whole) are not recomputed;
     the backbone runs once for all the missing ones.
     """
     store = ResultsLocation(out)
     paths = {m: f"shards/localization/{m}/shard-{index:04d}-{localize_key(model_spec, pairs, m, config)}.parquet"
              for m in config.methods}
+    maps_paths = {m: path.replace("shards/localization/", "shards/maps/", 1) for m, path in paths.items()}
     errors_path = f"shards/errors/localize-{index:04d}-{content_key(sorted(paths.values()))}.parquet"
     cache = ShardCache(store, "localize")
-    missing = [m for m, p in paths.items() if not cache.usable(p, "localization_items")]
+    missing = [m for m in paths if not all([cache.usable(paths[m], "localization_items"),
+                                            cache.usable(maps_paths[m], "localization_maps")])]
     if cache.usable(errors_path, "errors") and not missing:
-        return {"paths": paths, "errors_path": errors_path, "computed": [], "seconds": 0.0}
+        return {"paths": paths, "maps_paths": maps_paths, "errors_path": errors_path, "computed": [],
+                "seconds": 0.0}
     started = time.perf_counter()
     device = resolve_device(config.device)
     model = cached_model(model_spec, model_fingerprint(model_spec), device)
+    maps: list[dict] = []
     rows, errors = localize_pairs(model, pairs, methods=tuple(missing), thresholds=config.thresholds,
                                   connectivity=config.connectivity, batch_size=config.batch_size, device=device,
-                                  sides=config.sides, resolution=config.resolution)
+                                  sides=config.sides, resolution=config.resolution, maps_out=maps)
     # errors first: a shard counts as finished only once every method file exists
     store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
-    frame = pd.DataFrame(rows)
-    for method in missing:
-        part = frame[frame["method"] == method] if len(frame) else frame
-        store.write_table(paths[method], "localization_items", part)
-    return {"paths": paths, "errors_path": errors_path, "computed": missing,
+    frame, map_frame = pd.DataFrame(rows), pd.DataFrame(maps)
+    for method in missing:  # the maps first: the rows file is what marks a method's shard as done
+        store.write_table(maps_paths[method], "localization_maps",
+                          map_frame[map_frame["method"] == method] if len(map_frame) else map_frame)
+        store.write_table(paths[method], "localization_items", frame[frame["method"] == method] if len(frame)
+                          else frame)
+    return {"paths": paths, "maps_paths": maps_paths, "errors_path": errors_path, "computed": missing,
             "seconds": time.perf_counter() - started}
