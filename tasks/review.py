@@ -159,13 +159,14 @@ def _items_arrow(location: str, columns: list[str]):
 def best_items(location: str) -> pd.DataFrame:
     """One row per scored (pair, side, method): the item's box, IoU and correctness at that method's best
     threshold (Table II's), the gallery's material."""
+    import pyarrow as pa
+
     best = run_table(location, "localization_best")
     items = _items_arrow(location, GALLERY_COLUMNS)
-    keep = None
-    for method, threshold in zip(best["method"], best["best_threshold"], strict=True):
-        chosen = pc.and_(pc.equal(items["method"], method), pc.equal(items["threshold"], threshold))
-        keep = chosen if keep is None else pc.or_(keep, chosen)
-    table = items.filter(keep).to_pandas() if keep is not None else items.slice(0, 0).to_pandas()
+    # each row's method's best threshold, looked up in one pass (no per-method scans of the whole table)
+    position = pc.index_in(items["method"], value_set=pa.array(list(best["method"]), pa.string()))
+    wanted = pc.take(pa.array(list(best["best_threshold"]), pa.float64()), position)
+    table = items.filter(pc.fill_null(pc.equal(items["threshold"], wanted), False)).to_pandas()
     return table.sort_values(["pair_id", "side", "method"], kind="stable").reset_index(drop=True)
 
 
@@ -248,21 +249,22 @@ def dataset_image(run_manifest: dict, relative: str, size: tuple[int, int]) -> t
 
 
 def render_tile(picture: np.ndarray, stored: dict | None, item: dict, method: str, tile: int = TILE) -> np.ndarray:
-    """One method's map over the image (JET, rectified, upsampled, divided by its max), its box at the best
-    threshold (red) and the true box (green), captioned with the method and IoU; ``tile`` pixels wide."""
+    """One method's map over the image (JET; rectified, bilinearly upsampled and divided by its max, as
+    :mod:`eml_core.presentation` presents maps), its box at the best threshold (red) and the true box (green),
+    captioned with the method and IoU; ``tile`` pixels wide. The map is upsampled straight to the tile's size: the
+    same presentation, evaluated at the resolution it is shown at (the boxes come from the run's table)."""
     import torch
 
     from eml_core.presentation import normalised_at_image_size, overlay
 
     height, width = picture.shape[:2]
-    if stored is not None:
-        raw = torch.from_numpy(decode(stored))
-        normalised, _ = normalised_at_image_size(raw, (height, width))
-        shown = overlay(picture, normalised).copy()
-    else:
-        shown = picture.copy()
     scale = tile / max(width, 1)
-    shown = cv2.resize(shown, (tile, max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(height * scale)), tile)
+    shown = cv2.resize(picture, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    if stored is not None:
+        normalised, _ = normalised_at_image_size(torch.from_numpy(decode(stored)), size)
+        shown = overlay(shown, normalised)
+    shown = np.ascontiguousarray(shown)
     thickness = 2
     for keys, colour in ((("gt_x0", "gt_y0", "gt_x1", "gt_y1"), (0, 255, 0)),
                          (("box_x0", "box_y0", "box_x1", "box_y1"), (255, 0, 0))):
@@ -272,7 +274,8 @@ def render_tile(picture: np.ndarray, stored: dict | None, item: dict, method: st
             cv2.rectangle(shown, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
     iou = item.get("iou")
     caption = f"{method} IoU {iou:.2f}" if iou is not None and np.isfinite(iou) else f"{method} no box"
-    cv2.putText(shown, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.rectangle(shown, (0, 0), (tile - 1, 18), (0, 0, 0), -1)  # a dark strip: the caption stays readable
+    cv2.putText(shown, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return shown
 
 

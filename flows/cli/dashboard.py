@@ -42,7 +42,10 @@ def dashboard(results, studies, port, live):
                     "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                     "--server.fileWatcherType", "none", "--server.runOnSave", "false",
                     "--client.toolbarMode", "viewer"]
-    env = {**os.environ, **environment(results, tuple(os.path.abspath(s) for s in studies), live)}
+    env = {**os.environ, **environment(results, tuple(os.path.abspath(s) for s in studies), live),
+           # the app's torch work is drawing 7x7 maps: one thread each, or the threads of concurrent sessions and
+           # other jobs fight over the cores (5x slower galleries on a loaded 2-core machine)
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -70,7 +70,7 @@ def test_runs_page_lists_filters_and_compares_runs(demo, monkeypatch):
 def test_localization_page_tables_curves_trend_classes_and_gallery_filters(demo, monkeypatch):
     at = _app(monkeypatch, demo["root"])
     at.query_params["run"] = demo["localization"][0]["run_id"]
-    at.run().switch_page("pages/localization.py").run()
+    at.run().switch_page("views/localization.py").run()
     _clean(at)
     run = ResultsLocation(demo["localization"][0]["location"])
     best = run.read_table("localization_best.parquet")
@@ -111,7 +111,7 @@ def test_localization_page_tables_curves_trend_classes_and_gallery_filters(demo,
 
 
 def test_orientation_and_retrieval_pages_show_their_tables_and_figures(demo, monkeypatch):
-    at = _app(monkeypatch, demo["root"]).run().switch_page("pages/orientation.py").run()
+    at = _app(monkeypatch, demo["root"]).run().switch_page("views/orientation.py").run()
     _clean(at)
     summary = _table(at, "within_3_5")
     assert set(summary["method"]) == {"overall", "point_specific"}
@@ -120,7 +120,7 @@ def test_orientation_and_retrieval_pages_show_their_tables_and_figures(demo, mon
     at.slider(key="abs_error").set_value((0.0, 3.5)).run()
     assert (_table(at, "abs_error", "panorama")["abs_error"] <= 3.5).all()
 
-    at.switch_page("pages/retrieval.py").run()
+    at.switch_page("views/retrieval.py").run()
     _clean(at)
     evaluation = _table(at, "benchmark")
     assert set(evaluation["metric"]) == {"precision"} and len(at.get("vega_lite_chart")) == 1
@@ -129,7 +129,7 @@ def test_orientation_and_retrieval_pages_show_their_tables_and_figures(demo, mon
 
 
 def test_studies_page_progress_spend_chart_items_and_workers(demo, monkeypatch):
-    at = _app(monkeypatch, demo["root"]).run().switch_page("pages/studies.py").run()
+    at = _app(monkeypatch, demo["root"]).run().switch_page("views/studies.py").run()
     _clean(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["held for review"] == "2" and metrics["HITs launched"] == "2 / 2"
@@ -149,7 +149,7 @@ def test_review_page_approves_and_rejects_through_the_gateway(demo, study_copy_o
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     held = sorted(Ledger.load(study_copy_of_demo).data["review"])
-    at = _app(monkeypatch, demo["root"], (str(study_copy_of_demo),)).run().switch_page("pages/review.py").run()
+    at = _app(monkeypatch, demo["root"], (str(study_copy_of_demo),)).run().switch_page("views/review.py").run()
     _clean(at)
     assert "2 assignments held for review." in [m.value for m in at.markdown]
     assert len(at.image) == 2 * 2 * 5  # two assignments, five answers each, both robots' stimuli
@@ -171,7 +171,7 @@ def test_live_actions_on_a_sandbox_study_are_refused(demo, study_copy_of_demo, m
     monkeypatch.setattr(tasks.studies, "mturk_client", lambda live=False: pytest.fail("reached MTurk"))
     held = sorted(Ledger.load(study_copy_of_demo).data["review"])
     at = _app(monkeypatch, demo["root"], (str(study_copy_of_demo),), live=True).run()
-    at.switch_page("pages/review.py").run()
+    at.switch_page("views/review.py").run()
     at.button(key=f"approve-{held[0]}").click().run()
     assert "launched in the sandbox" in at.error[0].value
     assert sorted(Ledger.load(study_copy_of_demo).data["review"]) == held
@@ -184,7 +184,7 @@ def test_problems_are_one_line_on_the_page(demo, monkeypatch, tmp_path):
     empty.mkdir()
     at = _app(monkeypatch, str(empty)).run()
     assert "No finished run here yet" in at.info[0].value
-    at.switch_page("pages/localization.py").run()
+    at.switch_page("views/localization.py").run()
     assert "No finished localization run" in at.info[0].value
     # a damaged table in a run: the page names the file in one line
     import shutil
@@ -199,6 +199,6 @@ def test_problems_are_one_line_on_the_page(demo, monkeypatch, tmp_path):
     table.to_parquet(catalog)
     at = _app(monkeypatch, str(root))
     at.query_params["run"] = run_id
-    at.run().switch_page("pages/localization.py").run()
+    at.run().switch_page("views/localization.py").run()
     assert not at.exception and "localization_summary.parquet" in at.error[0].value
     assert "\n" not in at.error[0].value

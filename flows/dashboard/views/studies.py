@@ -82,4 +82,4 @@ if len(history) > 1:
     trend = review.headline_table(history)
     st.line_chart(trend[["mean_score", "prefer_first_share"]])
 if counts["assignments_held"]:
-    st.page_link("pages/review.py", label=f"Review the {counts['assignments_held']} held assignments")
+    st.page_link("views/review.py", label=f"Review the {counts['assignments_held']} held assignments")
