@@ -47,7 +47,7 @@ def _fresh_caches() -> None:
     st.cache_resource.clear()
 
 
-def _round(root: str, label: int) -> dict[str, float]:
+def _round(root: str, label: str) -> dict[str, float]:
     from streamlit.testing.v1 import AppTest
 
     from flows.dashboard.settings import environment
@@ -101,7 +101,7 @@ def main() -> None:
             made = time.perf_counter() - started
             items = (root / "localization").glob("*/localization_items.parquet")
             megabytes = sum(p.stat().st_size for p in items) / 1e6
-            rounds = [_round(str(root), 2) for _ in range(options.repeats)]
+            rounds = [_round(str(root), "2") for _ in range(options.repeats)]
             results[size] = {step: statistics.median(r[step] for r in rounds) for step in rounds[0]}
             print(f"{size} images: run made in {made:.1f} s, localization_items {megabytes:.1f} MB "
                   f"({size * 400} rows)")

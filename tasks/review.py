@@ -314,11 +314,11 @@ def study_folders(runs: pd.DataFrame, extra: list[str]) -> dict[str, str]:
         found.setdefault(Ledger.load(folder).study_id, folder)
     for row in study_runs(runs).itertuples(index=False):
         try:
-            folder = manifest(row.location).get("study_folder")
+            named = manifest(row.location).get("study_folder")
         except EmlError:
             continue
-        if isinstance(folder, str) and (Path(folder) / "ledger.json").is_file():
-            found.setdefault(row.dataset, folder)
+        if isinstance(named, str) and (Path(named) / "ledger.json").is_file():
+            found.setdefault(str(row.dataset), named)
     return found
 
 

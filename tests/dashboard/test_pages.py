@@ -90,7 +90,7 @@ def test_localization_page_tables_curves_trend_classes_and_gallery_filters(demo,
     at.radio(key="section").set_value("Gallery").run()
     _clean(at)
     assert "**24 of 24 images** match" in at.markdown[0].value and len(at.image) == 12  # one page
-    at.selectbox(key="class").set_value(at_best["label"].iloc[0]).run()
+    at.selectbox(key="class").set_value(str(at_best["label"].iloc[0])).run()
     in_class = at_best[at_best["label"] == at_best["label"].iloc[0]]["pair_id"].nunique()
     assert f"**{in_class} of 24 images** match" in at.markdown[0].value and len(at.image) == in_class
     at.selectbox(key="class").set_value("all").run()

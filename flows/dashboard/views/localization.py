@@ -85,15 +85,15 @@ else:  # the gallery
         maps = data.stored_maps(location)
     if not len(maps):
         st.warning("This run stores no maps (made before maps were stored): boxes only.")
-    columns = st.columns(4)
+    filters = st.columns(4)
     labels = sorted(int(v) for v in gallery["label"].unique())
-    label = columns[0].selectbox("class", ["all", *labels], key="class")
-    iou_method = columns[1].selectbox("IoU of", ["any method", *methods], key="iou_method")
-    iou_range = columns[1].slider("IoU range", 0.0, 1.0, (0.0, 1.0), 0.05, key="iou_range")
-    right = columns[2].selectbox("right (method A)", ["-", *methods], key="right")
-    wrong = columns[3].selectbox("where wrong (method B)", ["-", *methods], key="wrong")
+    label = filters[0].selectbox("class", ["all", *map(str, labels)], key="class")
+    iou_method = filters[1].selectbox("IoU of", ["any method", *methods], key="iou_method")
+    iou_range = filters[1].slider("IoU range", 0.0, 1.0, (0.0, 1.0), 0.05, key="iou_range")
+    right = filters[2].selectbox("right (method A)", ["-", *methods], key="right")
+    wrong = filters[3].selectbox("where wrong (method B)", ["-", *methods], key="wrong")
     chosen = review.GalleryFilter(
-        label=None if label == "all" else int(label),
+        label=None if label in (None, "all") else int(str(label)),
         iou_method=None if iou_method == "any method" else iou_method, iou_low=iou_range[0], iou_high=iou_range[1],
         right=None if right == "-" else right, wrong=None if wrong == "-" else wrong)
     found = review.filter_gallery(gallery, chosen)
