@@ -296,6 +296,49 @@ FOLDER_COLUMNS = ("image", "label", "split", "x", "y", "width", "height")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv module (and an editor) counts as the end of a line
 
 
+def read_csv_records(csv_path: Path, required: tuple[str, ...], stage: str, errors: list[ErrorRecord],
+                     hint: str = ""):
+    """``(header, records)`` of a UTF-8 CSV file; ``records`` yields ``(line, fields)`` for each non-blank record.
+
+    ``line`` is the *physical* line where the record starts (blank lines and quoted multi-line fields
+    counted), so it matches an editor. An unreadable record becomes an error row and the rest go on; a file
+    that is not UTF-8, empty, or lacks a required column is a DatasetError naming it.
+    """
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = csv_path.read_bytes()[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); "
+                           f"save the CSV as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DatasetError(f"{csv_path}: empty file (expected a header with {', '.join(required)})") from None
+    except csv.Error as error:
+        raise DatasetError(f"{csv_path}: unreadable header ({error})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}{hint}")
+
+    def records():
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                errors.append(ErrorRecord(stage, None, str(csv_path), reader.line_num,
+                                          f"unreadable CSV record ({error})"))
+                continue
+            # the record's first physical line: the lines it spans end at reader.line_num
+            first = reader.line_num - sum(len(LINE_BREAK.findall(field)) for field in fields)
+            if fields and any(field.strip() for field in fields):
+                yield first, fields
+
+    return header, records()
+
+
 def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str = "folder") -> Dataset:
     """Load an image folder described by a CSV (columns :data:`FOLDER_COLUMNS`).
 
@@ -311,35 +354,9 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     stage = "load_dataset"
     errors: list[ErrorRecord] = []
     items = []
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = csv_path.read_bytes()[:error.start].count(b"\n") + 1
-        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); "
-                           f"save the CSV as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise DatasetError(f"{csv_path}: empty file (expected a header with {', '.join(FOLDER_COLUMNS)})") from None
-    except csv.Error as error:
-        raise DatasetError(f"{csv_path}: unreadable header ({error})") from None
-    missing = [c for c in ("image", "label", "split") if c not in header]
-    if missing:
-        raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}")
+    header, records = read_csv_records(csv_path, ("image", "label", "split"), stage, errors)
     seen_images: dict[str, int] = {}
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            errors.append(ErrorRecord(stage, None, str(csv_path), reader.line_num, f"unreadable CSV record ({error})"))
-            continue
-        # the record's first physical line: the lines it spans end at reader.line_num
-        number = reader.line_num - sum(len(LINE_BREAK.findall(field)) for field in fields)
-        if not fields or not any(field.strip() for field in fields):
-            continue
+    for number, fields in records:
         image_id = str(number)
         if len(fields) != len(header):
             errors.append(ErrorRecord(stage, image_id, str(csv_path), number,

@@ -31,8 +31,6 @@ The generic ``folder:ROOT[,CSV]`` layout is :func:`eml_core.datasets.load_folder
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from eml_core.datasets import (
     Item,
     _checked_image,
     _inside,
+    read_csv_records,
 )
 
 MARKET_FOLDERS = {"bounding_box_train": "train", "query": "query", "bounding_box_test": "gallery"}
@@ -157,31 +156,12 @@ def load_faces(root: str | Path, csv_path: str | Path | None = None, name: str =
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: identity CSV is missing (columns: {', '.join(FACES_COLUMNS)})")
     images = root / "images"
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{csv_path}: not valid UTF-8 ({error.reason} at byte {error.start}); "
-                           f"save it as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader, [])]
-    missing = [c for c in FACES_COLUMNS if c not in header]
-    if missing:
-        raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)} (expected file,identity)")
     stage = "load_dataset"
     errors: list[ErrorRecord] = []
     rows: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            errors.append(ErrorRecord(stage, None, str(csv_path), reader.line_num, f"unreadable CSV record ({error})"))
-            continue
-        number = reader.line_num
-        if not any(f.strip() for f in fields):
-            continue
+    header, records = read_csv_records(csv_path, FACES_COLUMNS, stage, errors, hint=" (expected file,identity)")
+    for number, fields in records:
         if len(fields) != len(header):
             errors.append(ErrorRecord(stage, str(number), str(csv_path), number,
                                       f"row has {len(fields)} fields, the header has {len(header)}"))
