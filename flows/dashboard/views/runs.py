@@ -64,8 +64,9 @@ if by_id.loc[first, "kind"] == by_id.loc[second, "kind"] == "localization":
     with shown_errors():
         tables = [data.table(by_id.loc[run, "location"], "localization_best").set_index("method")
                   for run in (first, second)]
-    side = tables[0][["best_accuracy", "best_threshold"]].join(
-        tables[1][["best_accuracy", "best_threshold"]], lsuffix=" (first)", rsuffix=" (second)", how="outer")
+    side = tables[0][["best_accuracy", "best_threshold"]].merge(
+        tables[1][["best_accuracy", "best_threshold"]], left_index=True, right_index=True, how="outer",
+        suffixes=(" (first)", " (second)"))
     side["delta (points)"] = (side["best_accuracy (second)"] - side["best_accuracy (first)"]) * 100
     st.subheader("Table II side by side")
     st.dataframe(side, width="stretch", key="table2")
