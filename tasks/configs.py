@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from eml_core.dataset_specs import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
@@ -29,6 +29,8 @@ S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 SPLITS = ("train", "test")
 SIDES = ("query", "retrieved")
 PAIRINGS = ("nearest", "random")
+# None: the dataset kind's default (eml_core.dataset_specs.SPLIT_RULES_OF: classes for CUB and the embedded data)
+SplitRule = Literal["classes", "official"] | None
 
 Config = TypeVar("Config", bound=BaseModel)
 
@@ -78,6 +80,17 @@ def check_dataset(value: str) -> str:
         check_dataset_spec(value, must_exist=False)
     except EmlError as error:
         raise ValueError(str(error)) from None
+    return value
+
+
+def check_split_rule(value: str | None, info: ValidationInfo) -> str | None:
+    """A split rule the config's dataset can honour (Market-1501 has only its official, already
+    identity-disjoint split; a face folder only the class rule). Declared after ``dataset``."""
+    if "dataset" in info.data:  # a bad dataset spec is reported on its own field
+        try:
+            check_dataset_spec(info.data["dataset"], must_exist=False, split_rule=value)
+        except EmlError as error:
+            raise ValueError(str(error)) from None
     return value
 
 
@@ -186,16 +199,24 @@ class FlowConfig(BaseModel):
 
 
 class LocalizationConfig(FlowConfig):
-    """Weakly supervised localization (paper Tables I, II): what to explain, how to pair, how to sweep."""
+    """Weakly supervised localization (paper Tables I, II): what to explain, how to pair, how to sweep.
+
+    The defaults are the paper's protocol: the class-disjoint split (``split_rule`` None = the dataset's
+    default, ``classes`` for CUB), Recall@K on both splits, Tables I/II on the evaluation split only
+    (``localize_splits``), each image paired with a seeded random same-class image and both images of every pair
+    scored (the authors' protocol). ``pairing="nearest"`` and ``sides=("query",)`` are the earlier choices, kept
+    as options.
+    """
 
     dataset: str = "synthetic"
+    split_rule: SplitRule = None
     model: str = "mobilenet_v2:gap_fc"
     out: str = "runs/localization"
     methods: tuple[str, ...] = DEFAULT_METHODS
-    splits: tuple[str, ...] = SPLITS
-    localize_splits: tuple[str, ...] | None = None
-    pairing: str = "nearest"
-    sides: tuple[str, ...] = ("query",)
+    splits: tuple[str, ...] = SPLITS                       # embedded, Recall@K per split
+    localize_splits: tuple[str, ...] | None = ("test",)    # localized, Tables I/II (None: the same as splits)
+    pairing: str = "random"
+    sides: tuple[str, ...] = SIDES
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
     connectivity: int = 4
@@ -206,6 +227,7 @@ class LocalizationConfig(FlowConfig):
     device: str = "auto"
 
     _dataset = field_validator("dataset")(check_dataset)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _model = field_validator("model")(check_model)
 
     _out = field_validator("out")(check_results_location)
@@ -248,6 +270,16 @@ class LocalizationConfig(FlowConfig):
 
     _device = field_validator("device")(check_device)
 
+    @property
+    def table_splits(self) -> tuple[str, ...]:
+        """The splits Tables I/II are computed on (localized): ``localize_splits``, or ``splits`` when None."""
+        return self.localize_splits or self.splits
+
+    @property
+    def embedded_splits(self) -> tuple[str, ...]:
+        """Every split the run embeds: those of Recall@K and those it localizes."""
+        return tuple(s for s in SPLITS if s in self.splits or s in self.table_splits)
+
     def check_inputs(self) -> None:
         dataset_present(self.dataset)
         model_present(self.model)
@@ -260,16 +292,22 @@ class TrainConfig(FlowConfig):
     (:class:`eml_core.training.TrainingConfig`, nested so its fields are defined once)."""
 
     dataset: str = "synthetic"
+    split_rule: SplitRule = None       # the model trains on the `train` split of this rule
     checkpoint: str = "runs/models/default.pt"
     device: str = "auto"
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     _dataset = field_validator("dataset")(check_dataset)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _device = field_validator("device")(check_device)
 
     def check_inputs(self) -> None:
         dataset_present(self.dataset)
         device_present(self.device)
+        if self.training.pretrained:  # e.g. ResNet-50's ImageNet weights, not installed offline
+            from eml_core.models import check_pretrained_weights
+
+            _present("backbone", check_pretrained_weights, self.training.backbone)
         path = Path(self.checkpoint)
         if not self.checkpoint.strip() or path.is_dir():
             raise ArgumentError("checkpoint", f"{self.checkpoint!r} is a folder; expected a checkpoint file name")
@@ -282,12 +320,14 @@ class DiagnoseConfig(FlowConfig):
 
     dataset: str
     models: tuple[str, ...]
+    split_rule: SplitRule = None       # Recall@1 on the training and the evaluation classes under this rule
     out: str = "runs/diagnosis"
     methods: tuple[str, ...] = DEFAULT_METHODS
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     device: str = "auto"
 
     _dataset = field_validator("dataset")(check_dataset)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _out = field_validator("out")(check_results_location)
     _methods = field_validator("methods")(check_methods)
     _device = field_validator("device")(check_device)
