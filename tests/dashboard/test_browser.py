@@ -97,12 +97,14 @@ def test_the_dashboard_in_a_real_browser(demo, study_copy_of_demo, tmp_path):
             page.get_by_text("Table II: best accuracy per method").wait_for(timeout=60_000)
             page.get_by_text("Gallery", exact=True).click()
             page.get_by_text("of 24 images").first.wait_for(timeout=60_000)
+            # the page's status widget shows only after a moment's run: wait for the drawn page, not for idleness
+            page.wait_for_function(f"() => {IMAGES} === 12", timeout=60_000)  # one page of the gallery
             page.wait_for_function(IDLE, timeout=60_000)
             assert page.locator('[data-testid="stImage"]').count() == 12
             screenshot = page.screenshot()
             page.get_by_test_id("stSelectbox").filter(has_text="class").click()
             page.get_by_role("option", name="2", exact=True).click()
-            page.get_by_text("8 of 24 images").wait_for(timeout=60_000)  # 3 classes x 8 images, cycled
+            page.get_by_text("8 of 24 images").wait_for(timeout=60_000)  # 24 items over 16 images: classes 1-2 twice each
             page.wait_for_function(f"() => {IMAGES} === 8", timeout=60_000)  # the other classes' images gone
 
             page.goto(f"http://127.0.0.1:{port}/review")
