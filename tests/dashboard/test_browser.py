@@ -104,7 +104,7 @@ def test_the_dashboard_in_a_real_browser(demo, study_copy_of_demo, tmp_path):
             screenshot = page.screenshot()
             page.get_by_test_id("stSelectbox").filter(has_text="class").click()
             page.get_by_role("option", name="2", exact=True).click()
-            page.get_by_text("8 of 24 images").wait_for(timeout=60_000)  # 24 items over 16 images: classes 1-2 twice each
+            page.get_by_text("8 of 24 images").wait_for(timeout=60_000)  # 24 items, 16 images: classes 1-2 twice
             page.wait_for_function(f"() => {IMAGES} === 8", timeout=60_000)  # the other classes' images gone
 
             page.goto(f"http://127.0.0.1:{port}/review")
