@@ -1,6 +1,7 @@
 """The main job on the embedded default data, as one Prefect flow: explain an example pair, generate the
 default dataset, train the default model, evaluate localization (Tables I and II), and build the example
-human study against that run (built, not launched)."""
+human study against that run (built, not launched); then train a small two-branch cross-view model and evaluate
+orientation (paper Section VII-A, Fig. 9)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,26 @@ from pathlib import Path
 from prefect import flow
 
 from flows.evaluate_localization import evaluate_localization
+from flows.evaluate_orientation import evaluate_orientation
 from flows.train import train
-from tasks.configs import DemoConfig, ExplainConfig, LocalizationConfig, TrainConfig, as_config
-from tasks.demo import DEMO_STUDY, EXAMPLE_POINTS, embedded_dataset, example_pair
+from flows.train_crossview import train_crossview
+from tasks.configs import (
+    CrossViewTrainConfig,
+    DemoConfig,
+    ExplainConfig,
+    LocalizationConfig,
+    OrientationConfig,
+    TrainConfig,
+    as_config,
+)
+from tasks.demo import (
+    DEMO_CROSSVIEW_TRAINING,
+    DEMO_STUDY,
+    EXAMPLE_POINTS,
+    embedded_crossview_pairs,
+    embedded_dataset,
+    example_pair,
+)
 from tasks.explain import explain
 from tasks.studies import build
 
@@ -31,5 +49,14 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
     localization = evaluate_localization(LocalizationConfig(dataset="synthetic", model=checkpoint,
                                                             out=str(out)))
     study = build(str(DEMO_STUDY), str(out / "study"), source=localization["location"])
-    return {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
-            "study": study, "out": str(out)}
+    result = {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
+              "study": study, "out": str(out)}
+
+    # cross-view orientation (paper Section VII-A, Fig. 9): train a small two-branch model, then evaluate it
+    crossview = f"cvusa:{embedded_crossview_pairs(str(out / 'crossview' / 'data'))}"
+    crossview_model = str(out / "crossview.pt")
+    result["crossview_training"] = train_crossview(CrossViewTrainConfig(dataset=crossview, checkpoint=crossview_model,
+                                                                        training=DEMO_CROSSVIEW_TRAINING))
+    result["orientation"] = evaluate_orientation(OrientationConfig(dataset=crossview, model=crossview_model,
+                                                                   out=str(out), random_rotations=2, examples=1))
+    return result

@@ -3,6 +3,8 @@
     eml explain QUERY RETRIEVED --model SPEC --out DIR [--point-query X,Y] [--point-retrieved X,Y]
     eml train --dataset SPEC --out CHECKPOINT [--loss multi_similarity|triplet] [--epochs N]
     eml evaluate localization --dataset SPEC --model SPEC --out LOCATION
+    eml evaluate orientation --dataset cvusa:PATH|synthetic --out LOCATION [--model SPEC] [--rotations 0,30,...]
+    eml train-crossview --dataset cvusa:PATH|synthetic --out CHECKPOINT [--epochs N] [--fine-tune]
     eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
     eml rankings --dataset SPEC --model SPEC --out TABLE.parquet   # region rankings for retrieval studies
     eml study build DEFINITION --out FOLDER | launch FOLDER [--live] | collect FOLDER | analyze FOLDER
@@ -31,6 +33,7 @@ from flows.cli.data import generate_data, rankings, setup_weights
 from flows.cli.demo import demo
 from flows.cli.evaluate import diagnose, evaluate
 from flows.cli.explain import explain
+from flows.cli.orientation import train_crossview
 from flows.cli.promote import promote
 from flows.cli.study import study
 from flows.cli.train import train
@@ -41,8 +44,8 @@ def cli():
     """Explain, evaluate and run human studies on deep metric learning models."""
 
 
-for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study, dashboard,
-                promote):
+for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study,
+                train_crossview, dashboard, promote):
     cli.add_command(command)
 
 

@@ -38,3 +38,11 @@ def demo(out, explain_model):
                f"`eml study serve` or `eml study launch`")
     click.echo(f"\nexplanations: {out}/explain; checkpoint: {out}/model.pt; localization results: "
                f"{result['localization']['location']}")
+    from tasks.orientation_summary import orientation_markdown
+
+    crossview = result["crossview_training"]
+    click.echo(f"\n== cross-view orientation (paper Section VII-A, Fig. 9): a two-branch model (frozen mobilenet_v2 "
+               f"branches, shared FC trained with CVM-Net's loss on rotated aerial images) -> "
+               f"{crossview['checkpoint']}")
+    click.echo(", ".join(f"R@{r['at']} {r['recall']:.3f}" for _, r in crossview["crossview_recall"].iterrows()))
+    click.echo(orientation_markdown(result["orientation"], "the demo's embedded cross-view pairs"))

@@ -16,6 +16,7 @@ from flows.cli.common import (
     split_list,
     trust_model_factories,
 )
+from flows.cli.orientation import orientation
 from tasks.configs import DEFAULT_METHODS
 
 
@@ -92,3 +93,6 @@ def diagnose(dataset, split_rule, models, out, methods, shard_size, device, mode
 
     table = diagnose_models(config)
     click.echo(diagnosis_markdown(table, config.out))
+
+
+evaluate.add_command(orientation)
