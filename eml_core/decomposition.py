@@ -227,6 +227,7 @@ def explain_pair(
     similarity: str = "cosine",
     retrieved_model: EmbeddingModel | None = None,
     method: str = "auto",
+    precision: str = "float32",
 ) -> PairExplanation:
     """Decompose the similarity of B pairs of preprocessed images.
 
@@ -234,7 +235,8 @@ def explain_pair(
     (e.g. a 224x1232 panorama against a 512x512 aerial image).
     ``retrieved_model`` is the second branch of a two-branch (cross-view) model;
     by default both sides share ``model``. Models run in eval mode and are
-    restored afterwards.
+    restored afterwards. ``precision``: the backbones' autocast precision
+    (:func:`eml_core.feature_maps.backbone_precision`); heads and the decomposition run in float32.
     """
     if similarity not in SIMILARITIES:
         raise ArgumentError("similarity", f"expected one of {SIMILARITIES}, got {similarity!r}")
@@ -246,10 +248,44 @@ def explain_pair(
                                          f"{query.shape[0]}")
     query = query.to(model_device(model))
     retrieved = retrieved.to(model_device(retrieved_model))
+    with inference_mode_of(model, retrieved_model):
+        map_q = compute_feature_map(model, query, "query", precision)
+        map_r = compute_feature_map(retrieved_model, retrieved, "retrieved", precision)
+    return explain_from_feature_maps(model, map_q, map_r, similarity=similarity, retrieved_model=retrieved_model,
+                                     method=method, input_sizes={"query": _height_width(query),
+                                                                 "retrieved": _height_width(retrieved)})
+
+
+def explain_from_feature_maps(
+    model: EmbeddingModel,
+    map_q: torch.Tensor,
+    map_r: torch.Tensor,
+    similarity: str = "cosine",
+    retrieved_model: EmbeddingModel | None = None,
+    method: str = "auto",
+    input_sizes: dict[str, tuple[int, int]] | None = None,
+) -> PairExplanation:
+    """Decompose the similarity of B pairs given their backbone feature maps A (the heads' half of
+    :func:`explain_pair`).
+
+    ``map_q`` (B, C, hq, wq) and ``map_r`` (B, C, hr, wr) are what ``model.features`` returned for the
+    preprocessed images, e.g. kept from the pass that embedded them, so an image's backbone runs once per
+    evaluation. Maps stored at lower precision (float16) are widened to the head's dtype first; the
+    decomposition is then exact for the maps as given. ``input_sizes`` ({"query": (H, W), "retrieved": (H, W)}:
+    the network inputs the maps came from) places pixel coordinates for the point-specific maps; by default
+    each map's own size times the backbone's stride (``model.stride``), or the feature size when it is unknown.
+    """
+    if similarity not in SIMILARITIES:
+        raise ArgumentError("similarity", f"expected one of {SIMILARITIES}, got {similarity!r}")
+    retrieved_model = retrieved_model or model
+    map_q = _as_feature_batch(map_q, model, "map_q")
+    map_r = _as_feature_batch(map_r, retrieved_model, "map_r")
+    if map_q.shape[0] != map_r.shape[0]:
+        raise ArgumentError("map_r", f"batch of {map_r.shape[0]} does not match the query batch of {map_q.shape[0]}")
+    sizes = {"query": _input_size(map_q, model), "retrieved": _input_size(map_r, retrieved_model)}
+    sizes.update({side: (int(size[0]), int(size[1])) for side, size in (input_sizes or {}).items()})
 
     with inference_mode_of(model, retrieved_model):
-        map_q = compute_feature_map(model, query, "query")
-        map_r = compute_feature_map(retrieved_model, retrieved, "retrieved")
         pe_q = position_embeddings(model.head, map_q, method)
         pe_r = position_embeddings(retrieved_model.head, map_r, method)
 
@@ -269,9 +305,33 @@ def explain_pair(
                       f"similarity and maps set to 0 and flagged in `degenerate`", stacklevel=2)
     return PairExplanation(
         query=pe_q, retrieved=pe_r, similarity_kind=similarity, normaliser=normaliser, similarity=score,
-        degenerate=degenerate,
-        input_sizes={"query": (int(query.shape[-2]), int(query.shape[-1])),
-                     "retrieved": (int(retrieved.shape[-2]), int(retrieved.shape[-1]))},
+        degenerate=degenerate, input_sizes=sizes,
         feature_maps={"query": map_q, "retrieved": map_r},
         heads={"query": model.head, "retrieved": retrieved_model.head},
     )
+
+
+def _height_width(images: torch.Tensor) -> tuple[int, int]:
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
+def _head_dtype(model: EmbeddingModel) -> torch.dtype:
+    for tensor in model.head.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _as_feature_batch(feature_map: torch.Tensor, model: EmbeddingModel, argument: str) -> torch.Tensor:
+    """A (B, C, h, w) feature map on the model's device, in its head's dtype."""
+    if not isinstance(feature_map, torch.Tensor) or feature_map.dim() != 4 or min(feature_map.shape[-2:]) < 1:
+        shape = tuple(feature_map.shape) if isinstance(feature_map, torch.Tensor) else type(feature_map).__name__
+        raise ArgumentError(argument, f"expected a (B, C, h, w) feature map, got {shape}")
+    if not feature_map.is_floating_point():
+        raise ArgumentError(argument, f"expected floating-point values, got {feature_map.dtype}")
+    return feature_map.to(device=model_device(model), dtype=_head_dtype(model))
+
+
+def _input_size(feature_map: torch.Tensor, model: EmbeddingModel) -> tuple[int, int]:
+    stride = getattr(model, "stride", None) or 1
+    return int(feature_map.shape[-2]) * stride, int(feature_map.shape[-1]) * stride

@@ -34,8 +34,9 @@ def grad_cam_from_features(head_q: nn.Module, head_r: nn.Module, map_q: torch.Te
     """
     if similarity not in ("cosine", "dot"):
         raise ArgumentError("similarity", f"expected 'cosine' or 'dot', got {similarity!r}")
-    a_q = map_q.detach().requires_grad_(True)
-    a_r = map_r.detach().requires_grad_(True)
+    # clones: the backbone's maps are inference tensors (torch.inference_mode), which autograd cannot record
+    a_q = map_q.detach().clone().requires_grad_(True)
+    a_r = map_r.detach().clone().requires_grad_(True)
     with inference_mode_of(head_q, head_r), torch.enable_grad():
         e_q, e_r = head_q(a_q), head_r(a_r)
         score = (e_q * e_r).sum(1)

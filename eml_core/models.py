@@ -240,7 +240,7 @@ def build_model(
     if head_needs_feature_size(head):
         if input_size is None:
             raise ArgumentError("input_size", f"head {head!r} needs a fixed input size")
-        with torch.no_grad():
+        with torch.inference_mode():
             probe = network.eval()(torch.zeros(1, 3, *input_size))
         feature_size = tuple(probe.shape[-2:])
     generator_state = torch.random.get_rng_state()

@@ -69,12 +69,13 @@ def position_embeddings(head: nn.Module, feature_map: torch.Tensor, method: str 
     feature_map = feature_map.detach()
     if method in ("auto", "closed_form"):
         try:
-            with torch.no_grad():
+            with torch.inference_mode():
                 return _closed_form(head, feature_map)
         except UnsupportedHeadError:
             if method == "closed_form":
                 raise
-    return _taylor(head, feature_map)
+    # forward-mode autodiff cannot take the backbone's inference tensors as primals: a plain copy can
+    return _taylor(head, feature_map.clone() if feature_map.is_inference() else feature_map)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def linearisation_residual(head: nn.Module, feature_map: torch.Tensor, jacobian_
         head64, feature_map64 = copy.deepcopy(head).double(), feature_map.double()
     except Exception:  # noqa: BLE001 - a head that cannot be copied is measured in its own precision
         head64, feature_map64 = head, feature_map
-    with torch.no_grad():
+    with torch.inference_mode():
         base = head64(feature_map64)
         moved = head64(feature_map64 * (1 + step))
     jacobian_times_a = jacobian_times_a.to(base.dtype)

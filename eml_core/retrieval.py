@@ -16,20 +16,31 @@ import torch
 from eml_core.batches import equal_shape_batches, load_batch
 from eml_core.datasets import ErrorRecord, Item
 from eml_core.errors import EmlError
+from eml_core.feature_maps import compute_feature_map
 from eml_core.models import EmbeddingModel, inference_mode_of
 
 RECALL_KS = (1, 2, 4, 8)
 
 
 def embed_items(model: EmbeddingModel, items: list[Item], batch_size: int = 32, device: str = "cpu",
-                stage: str = "embed") -> tuple[list[Item], torch.Tensor, list[ErrorRecord]]:
-    """Embeddings (N, l) of the readable items, on the CPU, with the errors of the rest."""
+                stage: str = "embed", feature_maps: list[torch.Tensor] | None = None,
+                precision: str = "float32") -> tuple[list[Item], torch.Tensor, list[ErrorRecord]]:
+    """Embeddings (N, l) of the readable items, on the CPU, with the errors of the rest.
+
+    ``feature_maps``: a list that receives each kept item's backbone feature map A ``(C, h, w)`` (float32, on
+    the CPU), the map its embedding was computed from, so the explanations that follow need no second
+    backbone pass. ``precision``: the backbone's autocast precision (:mod:`eml_core.feature_maps`).
+    """
     errors: list[ErrorRecord] = []
     kept, tensors = load_batch(items, model, stage, errors)
     outputs = []
-    with inference_mode_of(model), torch.no_grad():
-        for _, batch in equal_shape_batches(tensors, batch_size):
-            outputs.append(model(batch.to(device)).float().cpu())
+    with inference_mode_of(model), torch.inference_mode():
+        for start, batch in equal_shape_batches(tensors, batch_size):
+            source = f"{kept[start].path} (batch of {len(batch)})"
+            maps = compute_feature_map(model, batch.to(device), source, precision)
+            outputs.append(model.head(maps).float().cpu())
+            if feature_maps is not None:
+                feature_maps.extend(maps.cpu().unbind(0))
     dim = outputs[0].shape[1] if outputs else 0
     return kept, (torch.cat(outputs) if outputs else torch.zeros(0, dim)), errors
 
@@ -108,7 +119,6 @@ def region_rankings(model: EmbeddingModel, queries: list[Item], gallery: list[It
     import pandas as pd
 
     from eml_core.decomposition import partial_similarity
-    from eml_core.feature_maps import compute_feature_map
     from eml_core.position_embeddings import position_embeddings
     from eml_core.sampling import box_weights
 
@@ -116,7 +126,7 @@ def region_rankings(model: EmbeddingModel, queries: list[Item], gallery: list[It
     kept_queries, tensors = load_batch([q for q in queries if q.box is not None], model, "rankings", errors)
     unit_gallery = torch.nn.functional.normalize(gallery_embeddings, dim=1)
     rows = []
-    with inference_mode_of(model), torch.no_grad():
+    with inference_mode_of(model), torch.inference_mode():
         for query, tensor in zip(kept_queries, tensors, strict=True):
             feature_map = compute_feature_map(model, tensor.unsqueeze(0).to(device), query.path)
             pe = position_embeddings(model.head, feature_map)

@@ -26,7 +26,7 @@ def diagnose_models(config: DiagnoseConfig) -> pd.DataFrame:
         localization = LocalizationConfig(dataset=config.dataset, split_rule=config.split_rule, model=spec,
                                           out=config.out, methods=config.methods, splits=("train", "test"),
                                           localize_splits=("train",), shard_size=config.shard_size,
-                                          device=config.device)
+                                          device=config.device, cluster=config.cluster)
         results[spec] = evaluate_localization(localization)
     table = diagnosis_rows(config.models, results)
     location = write_diagnosis(run, config, table, results)

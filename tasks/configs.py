@@ -23,6 +23,7 @@ from eml_core.errors import ArgumentError, EmlError
 from eml_core.methods import DEFAULT_METHODS, REGISTRY
 from eml_core.sweep import FINE_THRESHOLDS
 from eml_core.training import TrainingConfig
+from tasks.cluster import check_cluster, cluster_present
 
 ALL_METHODS = tuple(REGISTRY)
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
@@ -219,19 +220,28 @@ class LocalizationConfig(FlowConfig):
     pairing: str = "random"
     sides: tuple[str, ...] = SIDES
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    # images per batch; None: chosen from the device (eml_core.batches.default_batch_size)
+    batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None
     connectivity: int = 4
     # where maps are thresholded: at each image's own size, or at 224x224 as the authors did (boxes scaled back)
     resolution: Literal["image", "authors_224"] = "image"
     thresholds: tuple[float, ...] = FINE_THRESHOLDS
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     device: str = "auto"
+    # the backbone's autocast precision (heads and decomposition stay float32); float16/bfloat16 are for GPUs
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    # the embed shards keep every image's feature map at this precision and localization explains from them
+    # (one decode and one backbone pass per image); "none": localization decodes and runs the backbone again
+    feature_map_cache: Literal["float16", "float32", "none"] = "float32"
+    # where shard tasks run: "" in this process, "local:N" N Dask worker processes, "tcp://HOST:PORT" a scheduler
+    cluster: str = ""
 
     _dataset = field_validator("dataset")(check_dataset)
     _split_rule = field_validator("split_rule")(check_split_rule)
     _model = field_validator("model")(check_model)
 
     _out = field_validator("out")(check_results_location)
+    _cluster = field_validator("cluster")(check_cluster)
 
     _methods = field_validator("methods")(check_methods)
 
@@ -286,6 +296,7 @@ class LocalizationConfig(FlowConfig):
         model_present(self.model)
         folder_or_creatable(self.out)
         device_present(self.device)
+        cluster_present(self.cluster)
 
 
 class TrainConfig(FlowConfig):
@@ -326,12 +337,14 @@ class DiagnoseConfig(FlowConfig):
     methods: tuple[str, ...] = DEFAULT_METHODS
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     device: str = "auto"
+    cluster: str = ""  # as LocalizationConfig.cluster, for each model's localization run
 
     _dataset = field_validator("dataset")(check_dataset)
     _split_rule = field_validator("split_rule")(check_split_rule)
     _out = field_validator("out")(check_results_location)
     _methods = field_validator("methods")(check_methods)
     _device = field_validator("device")(check_device)
+    _cluster = field_validator("cluster")(check_cluster)
 
     @field_validator("models")
     @classmethod
@@ -348,6 +361,7 @@ class DiagnoseConfig(FlowConfig):
             model_present(spec, "models")
         folder_or_creatable(self.out)
         device_present(self.device)
+        cluster_present(self.cluster)
 
 
 class StudyBuildConfig(FlowConfig):

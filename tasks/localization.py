@@ -22,15 +22,17 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from eml_core.batches import default_batch_size
 from eml_core.dataset_specs import dataset_from_spec
 from eml_core.datasets import Dataset, ErrorRecord, Item
+from eml_core.errors import ArgumentError
 from eml_core.localization import localize_pairs
 from eml_core.models import model_from_spec, resolve_device
 from eml_core.results import ResultsLocation
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.configs import LocalizationConfig
 from tasks.provenance import code_version, content_key, model_fingerprint
-from tasks.shard_cache import EMBEDDINGS, ShardCache
+from tasks.shard_cache import EMBEDDINGS, FEATURE_MAPS, ShardCache
 
 
 @lru_cache(maxsize=4)
@@ -57,25 +59,81 @@ def load_dataset(spec: str, split_rule: str | None = None) -> Dataset:
     return dataset_from_spec(spec, split_rule)
 
 
+def embed_key(model_spec: str, items: list[Item], precision: str = "float32") -> str:
+    return content_key("embed", model_fingerprint(model_spec), code_version(), precision,
+                       [item_signature(i) for i in items])
+
+
+def feature_maps_path(index: int, key: str, dtype: str) -> str:
+    """Where an embed shard keeps its images' feature maps when the flow reuses them (``float16``/``float32``)."""
+    return f"shards/feature_maps/shard-{index:04d}-{content_key(key, dtype)}.npz"
+
+
 @task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)
-def embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
-    """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there, whole."""
+def embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto",
+                batch_size: int | None = None, precision: str = "float32", feature_maps: str = "none") -> dict:
+    """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there, whole.
+
+    ``feature_maps`` ``"float16"``/``"float32"``: the backbone's feature map of every embedded image is kept too,
+    at that precision, in ``shards/feature_maps/...npz``, for the localization shards to explain from (no image
+    decoded twice, no second backbone pass); ``"none"`` keeps none.
+    """
     store = ResultsLocation(out)
-    fingerprint = model_fingerprint(model_spec)
-    key = content_key("embed", fingerprint, code_version(), [item_signature(i) for i in items])
+    key = embed_key(model_spec, items, precision)
     path = f"shards/embeddings/shard-{index:04d}-{key}.npz"
     errors_path = f"shards/errors/embed-{index:04d}-{key}.parquet"
+    maps_path = None if feature_maps == "none" else feature_maps_path(index, key, feature_maps)
     cache = ShardCache(store, "embed")
-    if all([cache.usable(path, EMBEDDINGS), cache.usable(errors_path, "errors")]):  # both checked, both noted
-        return {"path": path, "errors_path": errors_path, "computed": False}
+    wanted = [(path, EMBEDDINGS), (errors_path, "errors")] + ([(maps_path, FEATURE_MAPS)] if maps_path else [])
+    if all([cache.usable(p, kind) for p, kind in wanted]):  # every file checked, every repair noted
+        return {"path": path, "errors_path": errors_path, "feature_maps_path": maps_path, "computed": False}
     device = resolve_device(device)
-    model = cached_model(model_spec, fingerprint, device)
-    kept, embeddings, errors = embed_items(model, items, device=device)
+    model = cached_model(model_spec, model_fingerprint(model_spec), device)
+    kept_maps: list[torch.Tensor] | None = [] if maps_path else None
+    kept, embeddings, errors = embed_items(model, items, batch_size=batch_size or default_batch_size(device),
+                                           device=device, feature_maps=kept_maps, precision=precision)
+    # errors first, feature maps before embeddings: a shard whose embeddings exist has everything else
     store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
+    image_ids = np.array([i.image_id for i in kept], dtype=str)
+    if maps_path and kept_maps is not None:
+        store.write_bytes(maps_path, feature_maps_bytes(image_ids, kept_maps, feature_maps))
     buffer = io.BytesIO()
-    np.savez(buffer, image_ids=np.array([i.image_id for i in kept], dtype=str), embeddings=embeddings.numpy())
+    np.savez(buffer, image_ids=image_ids, embeddings=embeddings.numpy())
     store.write_bytes(path, buffer.getvalue())
-    return {"path": path, "errors_path": errors_path, "computed": True}
+    return {"path": path, "errors_path": errors_path, "feature_maps_path": maps_path, "computed": True}
+
+
+def feature_maps_bytes(image_ids: np.ndarray, maps: list[torch.Tensor], dtype: str) -> bytes:
+    """An ``.npz`` archive: ``image_ids`` and one array ``map_NNNNN`` (C, h, w) per image, in ``dtype`` (one
+    array per image: models without a fixed input size give maps of different sizes)."""
+    buffer = io.BytesIO()
+    arrays: dict[str, np.ndarray] = {"image_ids": image_ids}
+    arrays.update({f"map_{n:05d}": m.numpy().astype(dtype, copy=False) for n, m in enumerate(maps)})
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its allow_pickle flag
+    return buffer.getvalue()
+
+
+def read_feature_maps(out: str, paths: list[str], wanted: set[str]) -> dict[str, torch.Tensor]:
+    """The feature maps of the ``wanted`` image ids found in the embed shards' ``paths`` (as stored)."""
+    store = ResultsLocation(out)
+    found = {}
+    for path in paths:
+        with np.load(io.BytesIO(store.read_bytes(path))) as archive:
+            for n, image_id in enumerate(archive["image_ids"]):
+                if str(image_id) in wanted:
+                    found[str(image_id)] = torch.from_numpy(archive[f"map_{n:05d}"])
+    return found
+
+
+def feature_map_files(embedded: list[dict], item_shards: list[list[Item]], pair_shards: list[list[Pair]]) \
+        -> list[list[str]] | list[None]:
+    """For each shard of pairs, the embed shards' feature-map files holding its images (None when not kept)."""
+    if not embedded or not embedded[0].get("feature_maps_path"):
+        return [None] * len(pair_shards)
+    where = {item.image_id: output["feature_maps_path"]
+             for output, shard in zip(embedded, item_shards, strict=True) for item in shard}
+    return [sorted({where[item.image_id] for pair in shard for item in (pair.query, pair.retrieved)})
+            for shard in pair_shards]
 
 
 def read_embeddings(out: str, paths: list[str]) -> dict[str, np.ndarray]:
@@ -122,17 +180,25 @@ def item_signature(item: Item) -> tuple:
 def localize_key(model_spec: str, pairs: list[Pair], method: str, config: LocalizationConfig) -> str:
     return content_key("localize", model_fingerprint(model_spec), code_version(), method,
                        [(p.pair_id, item_signature(p.query), item_signature(p.retrieved)) for p in pairs],
-                       list(config.thresholds), config.connectivity, list(config.sides), config.resolution)
+                       list(config.thresholds), config.connectivity, list(config.sides), config.resolution,
+                       config.precision, config.feature_map_cache)
 
 
 @task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)
-def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
+def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig,
+                   feature_map_files: list[str] | None = None) -> dict:
     """Maps and threshold sweep of one shard of pairs -> per method, one Parquet file of rows and one of the
     raw feature-resolution maps (``localization_maps``, for the review dashboard) (+ errors).
 
-    Methods whose files already exist (and read back whole) are not recomputed;
-    the backbone runs once for all the missing ones.
+    Methods whose file already exists (and reads back whole) are not recomputed. With
+    ``config.feature_map_cache`` ``float16``/``float32``, the pairs are explained from the feature maps the embed
+    shards kept (``feature_map_files``: the files holding this shard's images), so no image is decoded and no
+    backbone runs here; with ``"none"``, the images are decoded and the backbone runs once for all the missing
+    methods.
     """
+    if config.feature_map_cache != "none" and feature_map_files is None:
+        raise ArgumentError("feature_map_files", f"feature_map_cache is {config.feature_map_cache!r}: give the "
+                                                 f"embed shards' feature-map files of this shard's images")
     store = ResultsLocation(out)
     paths = {m: f"shards/localization/{m}/shard-{index:04d}-{localize_key(model_spec, pairs, m, config)}.parquet"
              for m in config.methods}
@@ -147,13 +213,18 @@ def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, con
     started = time.perf_counter()
     device = resolve_device(config.device)
     model = cached_model(model_spec, model_fingerprint(model_spec), device)
-    maps: list[dict] = []
+    stored: list[dict] = []  # the raw maps of every scored item (localization_maps)
+    maps = None
+    if feature_map_files is not None:
+        maps = read_feature_maps(out, feature_map_files, {i.image_id for p in pairs for i in (p.query, p.retrieved)})
     rows, errors = localize_pairs(model, pairs, methods=tuple(missing), thresholds=config.thresholds,
-                                  connectivity=config.connectivity, batch_size=config.batch_size, device=device,
-                                  sides=config.sides, resolution=config.resolution, maps_out=maps)
+                                  connectivity=config.connectivity,
+                                  batch_size=config.batch_size or default_batch_size(device), device=device,
+                                  sides=config.sides, resolution=config.resolution, feature_maps=maps,
+                                  precision=config.precision, maps_out=stored)
     # errors first: a shard counts as finished only once every method file exists
     store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
-    frame, map_frame = pd.DataFrame(rows), pd.DataFrame(maps)
+    frame, map_frame = pd.DataFrame(rows), pd.DataFrame(stored)
     for method in missing:  # the maps first: the rows file is what marks a method's shard as done
         store.write_table(maps_paths[method], "localization_maps",
                           map_frame[map_frame["method"] == method] if len(map_frame) else map_frame)

@@ -8,7 +8,9 @@ numbers. So each cached file is decoded before it is skipped:
 
 * Parquet: every page decoded (page CRC-32s checked), with exactly its table's schema;
 * embeddings ``.npz``: a zip archive (member CRCs checked) holding ``image_ids`` and ``embeddings`` arrays of
-  consistent lengths.
+  consistent lengths;
+* feature maps ``.npz``: a zip archive (member CRCs checked) holding ``image_ids`` and one floating-point
+  ``map_NNNNN`` array (C, h, w) per image id, nothing else.
 
 A damaged file counts as missing: the shard recomputes it, overwrites it, and records a ``warning`` row naming
 the file and the problem in the shard's errors file, hence in the run's ``errors`` table. A shard's errors file
@@ -32,7 +34,8 @@ from eml_core.datasets import ErrorRecord
 from eml_core.results import ResultsLocation
 from eml_core.tables import SCHEMAS
 
-EMBEDDINGS = "embeddings"  # the kind of a shard's ``.npz`` file; every other kind is a table schema name
+EMBEDDINGS = "embeddings"  # the kinds of a shard's ``.npz`` files; every other kind is a table schema name
+FEATURE_MAPS = "feature_maps"
 
 # What decoding damaged bytes raises: pyarrow (ArrowInvalid, ArrowIOError), numpy's loader (EOFError for an
 # empty file, ValueError for a non-archive, which it would otherwise unpickle), zipfile (bad archive or CRC).
@@ -64,12 +67,33 @@ def embeddings_problem(data: bytes) -> str | None:
     return None
 
 
+def feature_maps_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a shard's feature-maps archive (None if it is)."""
+    if not data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "not an .npz archive (no zip signature)"
+    archive = np.load(io.BytesIO(data))
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        return "a single array, not an .npz archive"
+    with archive:
+        image_ids = archive["image_ids"]
+        expected = {f"map_{n:05d}" for n in range(len(image_ids))} if image_ids.ndim == 1 else set()
+        if image_ids.ndim != 1 or set(archive.files) != expected | {"image_ids"}:
+            return f"{len(archive.files) - 1} arrays besides image_ids of shape {image_ids.shape}, not one map each"
+        for name in sorted(expected):
+            values = archive[name]  # reads and CRC-checks every map
+            if values.ndim != 3 or not np.issubdtype(values.dtype, np.floating):
+                return f"{name} is {values.shape} {values.dtype}, not a (C, h, w) floating-point map"
+    return None
+
+
 def shard_file_problem(data: bytes, kind: str) -> str | None:
     """Why the bytes of a cached shard file of ``kind`` cannot be used, in a few words (None if they can)."""
     if not data:
         return "empty file, 0 bytes"
     try:
-        return embeddings_problem(data) if kind == EMBEDDINGS else table_problem(data, kind)
+        if kind == EMBEDDINGS:
+            return embeddings_problem(data)
+        return feature_maps_problem(data) if kind == FEATURE_MAPS else table_problem(data, kind)
     except _DECODE_ERRORS as error:
         message = str(error).replace("Could not open Parquet input source '<Buffer>': ", "").splitlines()
         return f"{type(error).__name__}: {message[0][:200] if message else ''}".rstrip(": ")

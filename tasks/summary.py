@@ -43,9 +43,10 @@ def retrieval_table(model_name: str, dataset: Dataset, embeddings: dict[str, np.
 @task(name="summarise", cache_policy=NO_CACHE)
 def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outputs: list[dict], pairs: list[Pair],
               pair_errors: list[ErrorRecord], localize_outputs: list[dict], started: float,
-              example_pairs: int = 4) -> dict:
+              example_pairs: int = 4, placement: dict | None = None) -> dict:
     """The run's tables, figures and manifest (written last) in the run's own folder, from the shard cache;
-    then the run is registered (``latest`` pointer, catalog row)."""
+    then the run is registered (``latest`` pointer, catalog row). ``placement``: where the shard tasks ran
+    (:func:`tasks.cluster.gpu_tasks`), recorded in the manifest."""
     cache, store = run.cache, run.location
     items = pd.concat([cache.read_table(path) for output in localize_outputs for path in output["paths"].values()],
                       ignore_index=True) if localize_outputs else frame("localization_items", [])
@@ -102,6 +103,7 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
         "shards": {"embed": [o["path"] for o in embed_outputs],
                    "localize": [p for o in localize_outputs for p in o["paths"].values()]},
         "shards_computed_this_run": sum(bool(o["computed"]) for o in embed_outputs + localize_outputs),
+        "execution": {"cluster": config.cluster, **(placement or {"runner": "in_process"})},
         "tables": {name: f"{name}.parquet" for name in TABLES},
         "figures": figures,
         "errors": int((errors["severity"] == "error").sum()),
@@ -140,7 +142,7 @@ def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -
     rows = []
     for pair in pairs:
         try:
-            maps = pair_maps(model, pair.query.path, pair.retrieved.path, config.methods, device)
+            maps = pair_maps(model, pair.query.path, pair.retrieved.path, config.methods, device, config.precision)
         except (EmlError, RuntimeError):  # such pairs are already in the errors table; show the others
             continue
         rows.append(example_panel(pair.query, {m: maps[m]["query"][0] for m in config.methods}, thresholds))

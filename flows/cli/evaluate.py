@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from flows.cli.common import (
+    CLUSTER_HELP,
     CONTEXT,
     DATASET_HELP,
     DEVICE_HELP,
@@ -45,9 +46,18 @@ def evaluate():
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="images per batch  [default: chosen from the device: 32 on CPU, by GPU memory on CUDA]")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              help="autocast precision of the backbone (heads and maps stay float32); for GPUs")
+@click.option("--feature-map-cache", type=click.Choice(["float16", "float32", "none"]), default="float32",
+              help="keep each image's feature map from the embedding pass at this precision and explain from it; "
+                   "none: decode and run the backbone again")
+@click.option("--cluster", default="", help=CLUSTER_HELP)
 @command
 def localization(dataset, split_rule, model, out, methods, splits, localize_splits, pairing, sides, shard_size,
-                 connectivity, resolution, seed, device, model_factory):
+                 connectivity, resolution, seed, device, model_factory, batch_size, precision, feature_map_cache,
+                 cluster):
     """Weakly supervised localization (paper Tables I, II) under the paper's protocol by default (class split,
     evaluation split only, random same-class pairs, both images scored): tables, figures and manifest in --out."""
     from tasks.configs import LocalizationConfig, validated
@@ -57,7 +67,8 @@ def localization(dataset, split_rule, model, out, methods, splits, localize_spli
                        methods=split_list(methods), splits=split_list(splits),
                        localize_splits=split_list(localize_splits), pairing=pairing, sides=split_list(sides),
                        shard_size=shard_size, connectivity=int(connectivity), resolution=resolution, seed=seed,
-                       device=device)
+                       device=device, batch_size=batch_size, precision=precision,
+                       feature_map_cache=feature_map_cache, cluster=cluster)
     config.check_inputs()  # before a flow (and its server) starts
     prefect_environment()
     from flows.evaluate_localization import evaluate_localization
@@ -77,15 +88,16 @@ def localization(dataset, split_rule, model, out, methods, splits, localize_spli
 @click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
+@click.option("--cluster", default="", help=CLUSTER_HELP)
 @command
-def diagnose(dataset, split_rule, models, out, methods, shard_size, device, model_factory):
+def diagnose(dataset, split_rule, models, out, methods, shard_size, device, model_factory, cluster):
     """Compare checkpoints (paper Tables III, IV): Recall@1 on the training and the unseen classes, training-set
     localization accuracy, and the drop Multi-Similarity minus Triplet."""
     from tasks.configs import DiagnoseConfig, validated
 
     trust_model_factories(model_factory, *split_list(models))
     config = validated(DiagnoseConfig, dataset=dataset, split_rule=split_rule, models=split_list(models), out=out,
-                       methods=split_list(methods), shard_size=shard_size, device=device)
+                       methods=split_list(methods), shard_size=shard_size, device=device, cluster=cluster)
     config.check_inputs()
     prefect_environment()
     from flows.diagnose import diagnose_models

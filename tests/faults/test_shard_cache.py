@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eml_core.errors import ArgumentError
 from eml_core.results import ResultsLocation
 from eml_core.tables import frame
 from tasks.configs import LocalizationConfig
@@ -45,6 +46,7 @@ DAMAGE = {
     "npz without embeddings": lambda data: _npz(image_ids=np.array(["1"])),
     "npz of inconsistent lengths": lambda data: _npz(image_ids=np.array(["1", "2"]),
                                                      embeddings=np.zeros((3, 5), np.float32)),
+    "maps of the wrong shape": lambda data: _npz(image_ids=np.array(["1"]), map_00000=np.zeros((3, 5), np.float32)),
 }
 
 
@@ -55,12 +57,21 @@ def finished_shards(tiny_synthetic, tmp_path_factory):
     items = tiny_synthetic.items[:4]
     config = LocalizationConfig(model=TINY, out=str(out), methods=("gradcam", "decomposition"), device="cpu",
                                 thresholds=(0.2, 0.5))
-    embedded = embed_shard.fn(str(out), TINY, items, 0, "cpu")
+    embedded = _embed(out, items, config)
     pairs, _ = make_pairs.fn(items, read_embeddings(str(out), [embedded["path"]]), "nearest", 0,
                               ("train", "test"))
-    localized = localize_shard.fn(str(out), TINY, pairs, 0, config)
+    localized = _localize(out, pairs, config, embedded)
     assert embedded["computed"] and localized["computed"] == ["gradcam", "decomposition"]
+    assert config.feature_map_cache != "none" and embedded["feature_maps_path"]  # localized from the kept maps
     return out, items, pairs, config, embedded, localized
+
+
+def _embed(out, items, config):
+    return embed_shard.fn(str(out), TINY, items, 0, "cpu", feature_maps=config.feature_map_cache)
+
+
+def _localize(out, pairs, config, embedded):
+    return localize_shard.fn(str(out), TINY, pairs, 0, config, [embedded["feature_maps_path"]])
 
 
 def _copy(finished_shards, tmp_path):
@@ -79,6 +90,13 @@ CASES = [  # (which file, damage, words expected in the warning)
     ("embeddings", "npz without embeddings", "KeyError"),
     ("embeddings", "npz of inconsistent lengths", "(2 image ids for 3 embeddings)"),
     ("embed errors", "zero-byte", "(empty file, 0 bytes)"),
+    ("feature maps", "zero-byte", "(empty file, 0 bytes)"),
+    ("feature maps", "truncated", "BadZipFile"),
+    ("feature maps", "garbage", "not an .npz archive (no zip signature)"),
+    ("feature maps", "flipped bytes inside", "Bad CRC-32"),
+    ("feature maps", "npz without embeddings", "0 arrays besides image_ids"),
+    ("feature maps", "npz of inconsistent lengths", "1 arrays besides image_ids of shape (2,)"),
+    ("feature maps", "maps of the wrong shape", "map_00000 is (3, 5) float32"),
     ("localization", "zero-byte", "(empty file, 0 bytes)"),
     ("localization", "truncated", "Parquet magic bytes not found"),
     ("localization", "garbage", "Parquet magic bytes not found"),
@@ -94,30 +112,34 @@ def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_s
     out, items, pairs, config, embedded, localized = _copy(finished_shards, tmp_path)
     store = ResultsLocation(str(out))
     relative = {"embeddings": embedded["path"], "embed errors": embedded["errors_path"],
-                "localization": localized["paths"]["decomposition"],
+                "feature maps": embedded["feature_maps_path"], "localization": localized["paths"]["decomposition"],
                 "localize errors": localized["errors_path"]}[target]
     clean = store.read_bytes(relative)
     (out / relative).write_bytes(DAMAGE[damage](clean))
     untouched = {p: (out / p).stat().st_mtime_ns for p in store.list("shards") if p != relative}
 
-    if target.startswith("embed"):
-        result = embed_shard.fn(str(out), TINY, items, 0, "cpu")
+    if target.startswith(("embed", "feature")):
+        result = _embed(out, items, config)
         assert result["computed"] is True
         errors_path = result["errors_path"]
-        with np.load(io.BytesIO(store.read_bytes(result["path"]))) as now, np.load(io.BytesIO(
-                (finished_shards[0] / result["path"]).read_bytes())) as before:
-            assert (now["image_ids"] == before["image_ids"]).all()
-            np.testing.assert_array_equal(now["embeddings"], before["embeddings"])
+        for written, arrays in ((result["path"], ("image_ids", "embeddings")),
+                                (result["feature_maps_path"], ("image_ids", "map_00000", "map_00003"))):
+            with np.load(io.BytesIO(store.read_bytes(written))) as now, np.load(io.BytesIO(
+                    (finished_shards[0] / written).read_bytes())) as before:
+                assert sorted(now.files) == sorted(before.files)
+                for name in arrays:
+                    np.testing.assert_array_equal(now[name], before[name])
     else:
-        result = localize_shard.fn(str(out), TINY, pairs, 0, config)
+        result = _localize(out, pairs, config, embedded)
         assert result["computed"] == ([] if target == "localize errors" else ["decomposition"])
         errors_path = result["errors_path"]
         for path in result["paths"].values():
             pd.testing.assert_frame_equal(store.read_table(path), ResultsLocation(str(finished_shards[0]))
                                           .read_table(path))
     # the rest was kept: all but the damaged file and the shard's errors file (which now carries the warning);
-    # an embed shard is one computation, so its embeddings are rewritten with its errors file
-    rewritten = {errors_path} | ({embedded["path"]} if target.startswith("embed") else set())
+    # an embed shard is one computation, so its embeddings and feature maps are rewritten with its errors file
+    rewritten = {errors_path} | ({embedded["path"], embedded["feature_maps_path"]}
+                                 if target.startswith(("embed", "feature")) else set())
     kept = set(untouched) - rewritten
     assert len(kept) == len(untouched) - len(rewritten - {relative})
     assert {p: (out / p).stat().st_mtime_ns for p in kept} == {p: untouched[p] for p in kept}
@@ -131,8 +153,8 @@ def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_s
     assert len(errors) - len(warnings) == len(ResultsLocation(str(finished_shards[0])).read_table(errors_path))
 
     # the repaired shard is cached again, and its warning stays on record with it
-    again = (embed_shard.fn(str(out), TINY, items, 0, "cpu") if target.startswith("embed")
-             else localize_shard.fn(str(out), TINY, pairs, 0, config))
+    again = (_embed(out, items, config) if target.startswith(("embed", "feature"))
+             else _localize(out, pairs, config, embedded))
     assert again["computed"] in (False, [])
     assert store.read_table(errors_path).equals(errors)
     record("localization shard tasks", f"cached {target} file damaged: {damage}", "survived", kind="fault")
@@ -148,3 +170,10 @@ def test_a_read_failure_is_not_mistaken_for_damage(finished_shards, tmp_path, mo
     monkeypatch.setattr(ResultsLocation, "read_bytes", unreadable)
     with pytest.raises(PermissionError, match="permission denied"):
         embed_shard.fn(str(out), TINY, items, 0, "cpu")
+
+
+def test_localizing_from_kept_maps_needs_the_maps_files(finished_shards, tmp_path):
+    out, _, pairs, config, *_ = _copy(finished_shards, tmp_path)
+    with pytest.raises(ArgumentError) as refused:
+        localize_shard.fn(str(out), TINY, pairs, 0, config)  # the maps files not given
+    assert refused.value.argument == "feature_map_files" and "\n" not in str(refused.value)

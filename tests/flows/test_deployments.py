@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CONFIGURATION = {"EML_DATASET": "cub:/data/CUB_200_2011", "EML_MODELS": "/srv/eml/models",
                        "EML_RESULTS": "s3://eml-results/nightly", "EML_STUDY": "/srv/eml/studies/pilot",
-                       "EML_CROSSVIEW_DATASET": "cvusa:/data/CVUSA"}
+                       "EML_CROSSVIEW_DATASET": "cvusa:/data/CVUSA", "EML_DASK_SCHEDULER": "tcp://127.0.0.1:8786"}
 
 
 def _spec() -> dict:

@@ -106,6 +106,21 @@ CASES = {
     "explain --device meta": (lambda f: ["explain", f["image"], f["image"], "--model", TINY, "--out", f["out"],
                                          "--device", "meta"], "--device"),
     "unknown command": (lambda f: ["explode"], "No such command 'explode'"),
+    "evaluate --cluster local:0": (lambda f: _evaluate(f, "--cluster", "local:0"),
+                                   "--cluster: local:N needs 1 <= N <= 256"),
+    "evaluate --cluster dask": (lambda f: _evaluate(f, "--cluster", "dask"), '--cluster: expected ""'),
+    "evaluate --cluster http://host:8786": (lambda f: _evaluate(f, "--cluster", "http://host:8786"),
+                                            "--cluster: expected"),
+    "evaluate --cluster tcp://host (no port)": (lambda f: _evaluate(f, "--cluster", "tcp://host"),
+                                                "--cluster: expected tcp://HOST:PORT"),
+    "evaluate --cluster tcp://127.0.0.1:1 (nothing listens)": (
+        lambda f: _evaluate(f, "--cluster", "tcp://127.0.0.1:1"), "--cluster: no Dask scheduler answers"),
+    "evaluate --batch-size 0": (lambda f: _evaluate(f, "--batch-size", "0"), "--batch-size"),
+    "evaluate --precision float8": (lambda f: _evaluate(f, "--precision", "float8"), "--precision"),
+    "evaluate --feature-map-cache int8": (lambda f: _evaluate(f, "--feature-map-cache", "int8"),
+                                          "--feature-map-cache"),
+    "diagnose --cluster local:x": (lambda f: ["diagnose", "--dataset", f["dataset"], "--models", TINY, "--out",
+                                              f["out"], "--cluster", "local:x"], "--cluster: expected"),
     "evaluate --split-rule random": (lambda f: _evaluate(f, "--split-rule", "random"), "--split-rule"),
     "evaluate --table-splits validation": (lambda f: _evaluate(f, "--table-splits", "validation"),
                                            "--table-splits: unknown split"),
@@ -142,6 +157,10 @@ FLOW_CASES = {
     "localize_splits=['val']": ({"localize_splits": ["val"]}, "localize_splits"),
     "split_rule='random'": ({"split_rule": "random"}, "split_rule"),
     "dataset='cub:/missing'": ({"dataset": "cub:/missing"}, "dataset"),
+    "cluster='local:0'": ({"cluster": "local:0"}, "cluster"),
+    "cluster='tcp://127.0.0.1:1'": ({"cluster": "tcp://127.0.0.1:1"}, "cluster"),
+    "precision='float8'": ({"precision": "float8"}, "precision"),
+    "feature_map_cache='int8'": ({"feature_map_cache": "int8"}, "feature_map_cache"),
 }
 
 
