@@ -20,7 +20,9 @@ and the study reports
 
 By default the comparison uses only trustworthy answers: workers who failed a
 catch trial or straight-lined, and assignments held for review or rejected, are
-left out (``workers_total`` and ``answers_excluded`` say how many).
+left out (``workers_total`` and ``answers_excluded`` say how many). A pilot
+(a handful of colleagues, some of whom are bound to miss a catch trial) can ask
+for every answer (``include_flagged``); its report and chart say so.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def summarise(responses: pd.DataFrame, study: dict, seed: int = 0, excluded_assi
     return pd.DataFrame([row], columns=SCHEMAS["study_summary"].names), workers
 
 
-def bar_chart(summary: pd.DataFrame) -> bytes:
+def bar_chart(summary: pd.DataFrame, include_flagged: bool = False) -> bytes:
     """PNG like the paper's Fig. 6: the share of each answer, mapped to the first method."""
     import matplotlib
 
@@ -130,7 +132,8 @@ def bar_chart(summary: pd.DataFrame) -> bytes:
     axes.set_ylabel("share of answers (%)")
     axes.set_title(f"{row['first_method']} vs {row['second_method']}: is {row['first_method']} more reasonable?\n"
                    f"{row['answers']} answers, {row['workers']} workers, "
-                   f"sign test (items) p = {row['sign_test_p']:.3g}",
+                   f"sign test (items) p = {row['sign_test_p']:.3g}"
+                   + (" - flagged answers INCLUDED (pilot)" if include_flagged else ""),
                    fontsize=9)
     for x, value in enumerate(shares):
         axes.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
@@ -157,10 +160,11 @@ def known_item_responses(responses: pd.DataFrame, ledger) -> tuple[pd.DataFrame,
     return responses[responses["item_id"].isin(known)], problems
 
 
-def analyse_folder(folder, seed: int = 0) -> dict:
+def analyse_folder(folder, seed: int = 0, include_flagged: bool = False) -> dict:
     """Read a study folder's responses, write ``study_summary.parquet``, ``worker_patterns.parquet`` and
     ``study_summary.png``; returns the tables. Answers to items not in the ledger are left out and recorded
-    in the study's ``errors.parquet``."""
+    in the study's ``errors.parquet``. ``include_flagged`` keeps flagged workers' and held assignments' answers
+    (pilots)."""
     from pathlib import Path
 
     from amt.ledger import Ledger, study_lock
@@ -184,8 +188,11 @@ def analyse_folder(folder, seed: int = 0) -> dict:
         raise StudyError(f"{folder}: none of the responses answers an item of this study's ledger "
                          f"({len(problems)} unknown items recorded in errors.parquet)")
     held = set(ledger.data.get("review", {})) | set(ledger.data.get("rejected", {}))
-    summary, workers = summarise(responses, ledger.data["study"], seed, excluded_assignments=held)
+    summary, workers = summarise(responses, ledger.data["study"], seed, excluded_assignments=held,
+                                 exclude_flagged=not include_flagged)
     write_study_table(folder, "study_summary", summary)
     write_study_table(folder, "worker_patterns", workers)
-    write_bytes_atomic(folder / "study_summary.png", bar_chart(summary))
-    return {"summary": summary, "workers": workers, "errors": problems}
+    chart = bar_chart(summary, include_flagged)
+    write_bytes_atomic(folder / "study_summary.png", chart)
+    return {"summary": summary, "workers": workers, "errors": problems, "chart": chart,
+            "include_flagged": include_flagged}

@@ -164,3 +164,16 @@ def reject(client, folder: str | Path, assignment_id: str, reason: str) -> None:
         client.reject_assignment(AssignmentId=assignment_id, RequesterFeedback=reason)
         ledger.data.setdefault("review", {}).pop(assignment_id, None)
         ledger.data.setdefault("rejected", {})[assignment_id] = reason
+
+
+def approve_held(client, folder: str | Path, assignment_id: str, feedback: str = "Thank you for your answers.") -> None:
+    """Approve an assignment held for review (the reviewer read its answers and found them fine); it leaves the
+    review list, so the analysis counts it. Under the study lock, like :func:`reject`."""
+    if not isinstance(assignment_id, str) or not ASSIGNMENT_ID.match(assignment_id):
+        raise StudyError(f"approve: {str(assignment_id)[:80]!r} is not an MTurk assignment id")
+    with Ledger.update(folder) as ledger:
+        if assignment_id not in ledger.data.get("review", {}):
+            raise StudyError(f"approve: assignment {assignment_id} is not held for review in {ledger.folder}")
+        client.approve_assignment(AssignmentId=assignment_id, RequesterFeedback=feedback[:MAX_FEEDBACK],
+                                  OverrideRejection=False)
+        ledger.data["review"].pop(assignment_id)

@@ -78,6 +78,52 @@ def check_cap(study: Study, live: bool, hits: int | None = None) -> dict:
     return estimate
 
 
+class CredentialsError(EmlError):
+    """No AWS credentials: nothing can be sent to MTurk or S3."""
+
+
+def require_credentials() -> None:
+    """Refuse, in one line, before any AWS client exists, when boto3's default chain finds no credentials
+    (environment, ``AWS_PROFILE`` / ``~/.aws``, container or instance role)."""
+    import boto3
+
+    if boto3.Session().get_credentials() is None:
+        raise CredentialsError("no AWS credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+                               "~/.aws/credentials, or an instance role): MTurk needs the requester account's keys; "
+                               "nothing was sent (try --dry-run to see what a launch would do)")
+
+
+def launch_plan(ledger: Ledger, live: bool) -> dict:
+    """What a launch would do, computed locally (no AWS call): the mode, the HITs still to create, the cost
+    against the cap (refused above it, as the launch would), and the qualification requirements sent with
+    the HIT type. The "took part before" qualification's id is only known once the launch creates or finds it."""
+    study = ledger.study_definition()
+    mode = study_mode(ledger, live)
+    estimate = check_cap(study, mode, hits=len(ledger.hits))
+    placeholder = "(eml-study-participant, found or created at launch)" if study.qualifications.exclude_previous \
+        else None
+    return {"study_id": study.study_id, "live": mode, "hits": len(ledger.hits),
+            "hits_to_create": sum(not h.get("hit_id") for h in ledger.hits),
+            "assignments_per_hit": study.assignments_per_hit, "items_per_hit": study.items_per_hit,
+            "reward_usd": usd_text(study.reward_cents), "estimate": estimate,
+            "budget_usd": usd_text(study.budget_cents) if study.budget_cents else None,
+            "qualifications": [_readable(r) for r in Gateway(None, live=mode).qualification_requirements(study,
+                                                                                                      placeholder)],
+            "bucket": ledger.data["study"]["stimuli"].get("bucket"),
+            "url_mode": ledger.data["study"]["stimuli"]["url_mode"],
+            "endpoint": LIVE_ENDPOINT if mode else SANDBOX_ENDPOINT}
+
+
+QUALIFICATION_NAMES = {PERCENT_APPROVED: "approval rate (%)", NUMBER_APPROVED: "approved HITs", LOCALE: "locale"}
+
+
+def _readable(requirement: dict) -> dict:
+    values = requirement.get("IntegerValues") or [c["Country"] for c in requirement.get("LocaleValues", [])]
+    qualification = requirement["QualificationTypeId"]
+    return {"qualification": QUALIFICATION_NAMES.get(qualification, qualification),
+            "comparator": requirement["Comparator"], "values": values}
+
+
 def mturk_client(live: bool = False):
     """A real boto3 mturk client for the sandbox (default) or production, with adaptive retries."""
     import boto3

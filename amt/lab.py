@@ -22,17 +22,26 @@ Whoever can reach the port is untrusted, so every request is bounded:
 
 Participant tokens are added under the study lock (:func:`add_lab_tokens`), and
 answers are written under the same lock as MTurk collection.
+
+**Time spent.** The server notes when it first served each page to each participant; the answer row's
+``accept_time`` is that moment and ``submit_time`` the moment the answers arrived, so ``work_seconds`` is the
+time spent on the page (null when the server was restarted in between: it never guesses).
+
+**Status page.** ``/status/<secret>`` (:attr:`LabServer.status_url`, printed by ``eml study serve``; a new
+secret per start, never stored) lists each participant link by the hash that names it in the responses:
+pages answered, answers, last answer, time spent. It shows no answers and no participant tokens.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
+import html
 import os
 import re
 import secrets
 import sys
 import threading
+from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,12 +52,14 @@ import pandas as pd
 from amt.hit_page import lab_html
 from amt.ledger import LEDGER_FILE, Ledger, study_lock
 from amt.responses import answer_rows, merge_responses, read_study_table, write_study_table
+from amt.status import lab_participant, lab_progress
 from amt.study import StudyError
 from eml_core.tables import frame
 
 STIMULUS = re.compile(r"^/stimuli/([0-9a-f]{32}\.png)$")
 PAGE = re.compile(r"^/p/([A-Za-z0-9_-]{16,64})(?:/hit/(\d{1,6}))?/?$")
 DONE = re.compile(r"^/p/([A-Za-z0-9_-]{16,64})/done/?$")
+STATUS = re.compile(r"^/status/([A-Za-z0-9_-]{16,64})/?$")
 CONTENT_LENGTH = re.compile(r"^[0-9]{1,15}$")
 MAX_BODY_BYTES = 64 * 1024          # a page of answers is a few hundred bytes
 MAX_FORM_FIELDS = 64
@@ -92,6 +103,8 @@ class LabServer:
         self._tokens = set(self.ledger.data.get("lab_tokens", []))
         self._ledger_stamp = self._stamp()
         self._tokens_lock = threading.Lock()
+        self._served: dict[tuple[str, int], str] = {}   # (token, page) -> when it was first served (UTC, ISO)
+        self.status_token = secrets.token_urlsafe(18)
         lab = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -123,6 +136,15 @@ class LabServer:
     def address(self) -> str:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def status_url(self) -> str:
+        """The progress page of this server run (its secret changes at every start)."""
+        return f"{self.address}/status/{self.status_token}"
+
+    def status_page(self) -> str:
+        ledger = Ledger.load(self.folder)  # participants another server added count too
+        return status_html(ledger.study_id, lab_progress(ledger, read_study_table(self.folder, "responses")))
 
     def add_participants(self, count: int) -> list[str]:
         """New participant links (tokens are stored in the ledger)."""
@@ -178,7 +200,7 @@ class LabServer:
     @staticmethod
     def _assignment_prefix(token: str) -> str:
         """Responses name lab assignments by a hash of the link token, never the token itself."""
-        return f"lab-{hashlib.sha256(token.encode()).hexdigest()[:12]}-"
+        return f"{lab_participant(token)}-"
 
     def _answered_hits(self, token: str) -> set[int]:
         responses = read_study_table(self.folder, "responses")
@@ -211,6 +233,11 @@ class LabServer:
             if file.is_file():
                 return self._send(handler, HTTPStatus.OK, file.read_bytes(), "image/png")
             return self._refuse(handler, HTTPStatus.NOT_FOUND, "not found")
+        status = STATUS.match(path)
+        if status:
+            if not secrets.compare_digest(status.group(1), self.status_token):
+                return self._refuse(handler, HTTPStatus.FORBIDDEN, "unknown status link")
+            return self._send(handler, HTTPStatus.OK, self.status_page().encode())
         done = DONE.match(path)
         if done and self._valid(done.group(1)):
             return self._send(handler, HTTPStatus.OK, b"<!DOCTYPE html><html><body><h1 id='done'>Thank you!</h1>"
@@ -226,6 +253,8 @@ class LabServer:
         index = int(page.group(2)) if page.group(2) is not None else remaining[0]
         if index not in remaining:
             return self._send(handler, HTTPStatus.SEE_OTHER, location=f"/p/{token}/hit/{remaining[0]}")
+        with self._tokens_lock:
+            self._served.setdefault((token, index), _now())
         items = self.ledger.items_of_hit(index)
         body = lab_html(self.study, items, lambda name: f"/stimuli/{name}", action=f"/p/{token}/hit/{index}",
                         progress=f"Page {len(answered) + 1} of {len(self.ledger.hits)}")
@@ -269,9 +298,12 @@ class LabServer:
             return self._refuse(handler, HTTPStatus.BAD_REQUEST, f"at most {MAX_FORM_FIELDS} form fields")
         answers = {key: values[0] for key, values in form.items()}
         with study_lock(self.folder):  # the same lock as MTurk collection and every ledger writer
+            with self._tokens_lock:
+                served = self._served.get((token, index))
             rows, problems = answer_rows(self.ledger, index, answers, source="lab",
                                          assignment_id=f"{self._assignment_prefix(token)}{index}",
-                                         worker_id=f"lab:{token}", hit_id=None)
+                                         worker_id=f"lab:{token}", hit_id=None, accept_time=served,
+                                         submit_time=_now() if served else None)
             if problems:  # the browser enforces `required`; a hand-made post gets the page again
                 return self._send(handler, HTTPStatus.SEE_OTHER, location=f"/p/{token}/hit/{index}")
             responses = read_study_table(self.folder, "responses")
@@ -282,3 +314,29 @@ class LabServer:
                 write_study_table(self.folder, "errors", pd.concat([errors, frame("errors", duplicates)],
                                                                    ignore_index=True))
         self._send(handler, HTTPStatus.SEE_OTHER, location=f"/p/{token}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}"
+    return html.escape(str(value))
+
+
+def status_html(study_id: str, progress: pd.DataFrame) -> str:
+    """The lab status page: one row per participant link (named by its hash), no answers."""
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in progress.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+                   for row in progress.itertuples(index=False))
+    done = int(progress["done"].sum()) if len(progress) else 0
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">'
+            f"<title>{html.escape(study_id)}: lab status</title></head><body>"
+            f"<h1>{html.escape(study_id)}: lab participants</h1>"
+            f'<p id="summary">{done} of {len(progress)} participants done</p>'
+            f'<table id="participants" border="1" cellpadding="4"><tr>{head}</tr>{body}</table>'
+            f"</body></html>")

@@ -21,6 +21,7 @@ from eml_core.errors import EmlError
 from eml_core.images import load_image
 from eml_core.methods import DEFAULT_METHODS, method_maps
 from eml_core.presentation import normalised_at_image_size
+from eml_core.stored_maps import encode as encode_map
 from eml_core.sweep import FINE_THRESHOLDS, sweep_thresholds, threshold_size
 
 
@@ -35,7 +36,7 @@ def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHO
 def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,
                    batch_size: int = 16, device: str = "cpu", stage: str = "localize", sides=("query",),
                    resolution: str = "image", feature_maps: Mapping[str, torch.Tensor] | None = None,
-                   precision: str = "float32"):
+                   precision: str = "float32", maps_out: list | None = None):
     """Sweep every method's map of the ``sides`` of every pair; returns ``(rows, errors)``.
 
     By default only the query side is scored: with one pair per image (its
@@ -50,6 +51,10 @@ def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESH
     from these maps, with no image decoded and no backbone run (the heads and the decomposition only); a pair
     whose image has no map goes to ``errors``. Without them, each batch's images are decoded and the backbone
     runs (in ``precision``).
+
+    With a list as ``maps_out``, every scored (pair, side, method) also appends its raw feature-resolution map
+    as a ``localization_maps`` row (:mod:`eml_core.stored_maps`), so its maps can be shown later without the
+    model.
     """
     threshold_size((1, 1), resolution)   # refuse an unknown resolution before any work
     rows: list[dict] = []
@@ -79,7 +84,7 @@ def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESH
                 continue
             rows.extend(_sweep_rows([chunk[i] for i in group], maps, methods, thresholds, connectivity, sides,
                                     min_side=model.stride or 1, stage=stage, errors=errors,
-                                    resolution=resolution))
+                                    resolution=resolution, maps_out=maps_out))
     return rows, errors
 
 
@@ -116,7 +121,7 @@ def _cached_inputs(chunk, feature_maps: Mapping[str, torch.Tensor], stage: str,
 
 
 def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side: int = 1, stage: str = "localize",
-                errors: list | None = None, resolution: str = "image") -> list[dict]:
+                errors: list | None = None, resolution: str = "image", maps_out: list | None = None) -> list[dict]:
     """``localization_items`` rows of a batch of explained pairs.
 
     An image smaller than one feature cell (``min_side``, the backbone's stride)
@@ -137,8 +142,12 @@ def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side:
                                               f"localized ({side} of pair {pair.pair_id})"))
                 continue
             for method in methods:
-                normalised, flagged = normalised_at_image_size(maps[method][side][row_index],
-                                                               threshold_size(item.size, resolution))
+                raw = maps[method][side][row_index]
+                if maps_out is not None:
+                    maps_out.append({"pair_id": pair.pair_id, "image_id": item.image_id, "side": side,
+                                     "method": method, "image_height": int(item.size[0]),
+                                     "image_width": int(item.size[1]), **encode_map(raw)})
+                normalised, flagged = normalised_at_image_size(raw, threshold_size(item.size, resolution))
                 for result in sweep_thresholds(normalised, item.box, thresholds, connectivity, image_size=item.size):
                     box = result.box or (None, None, None, None)
                     rows.append({

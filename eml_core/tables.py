@@ -158,6 +158,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
         ("problem", pa.string()), ("severity", pa.string()),
     ]),
+    # the raw overall map of each scored (pair, side, method) at feature resolution (eml_core.stored_maps):
+    # map = (raw / scale) as little-endian float16, row-major, map_height x map_width; the image's own size
+    # (what the map is upsampled to before thresholding) beside it
+    "localization_maps": pa.schema([
+        ("pair_id", pa.string()), ("image_id", pa.string()), ("side", pa.string()), ("method", pa.string()),
+        ("image_height", pa.int64()), ("image_width", pa.int64()),
+        ("map_height", pa.int64()), ("map_width", pa.int64()), ("scale", pa.float64()), ("map", pa.binary()),
+    ]),
 }
 
 

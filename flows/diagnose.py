@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.evaluate_localization import evaluate_localization
 from tasks.configs import DiagnoseConfig, LocalizationConfig, as_config
 from tasks.diagnosis import diagnosis_markdown, diagnosis_rows, write_diagnosis
+from tasks.reports import artifact_key, dataset_scope, deployment_scope
 from tasks.runs import start_run
 
 
@@ -29,7 +30,9 @@ def diagnose_models(config: DiagnoseConfig) -> pd.DataFrame:
         results[spec] = evaluate_localization(localization)
     table = diagnosis_rows(config.models, results)
     location = write_diagnosis(run, config, table, results)
-    create_table_artifact(key="model-diagnosis", table=table.to_dict("records"),
+    scope = (deployment_scope(), dataset_scope(config.dataset))
+    create_table_artifact(key=artifact_key("diagnosis", "table", *scope), table=table.to_dict("records"),
                           description="Recall@1 and train-set localization accuracy per model and method")
-    create_markdown_artifact(key="model-diagnosis-report", markdown=diagnosis_markdown(table, location))
+    create_markdown_artifact(key=artifact_key("diagnosis", "report", *scope),
+                             markdown=diagnosis_markdown(table, location))
     return table

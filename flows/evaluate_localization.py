@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from tasks import progress
 from tasks.cluster import gpu_tasks, task_runner, workers_reach_api
@@ -29,8 +28,9 @@ from tasks.localization import (
     read_embeddings,
     shards,
 )
+from tasks.reports import publish_localization
 from tasks.runs import start_run
-from tasks.summary import markdown_report, summarise
+from tasks.summary import summarise
 
 
 @flow(name="evaluate_localization", log_prints=True)
@@ -71,19 +71,5 @@ def localization_experiment(config: LocalizationConfig) -> dict:
                 f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {cache}")
 
     result = summarise(config, run, data, embedded, pairs, pair_errors, localized, started, placement=placement)
-    _artifacts(result, data.name)
+    publish_localization(result, data.name, config.dataset, config.out)  # scoped keys, figures, trend
     return result
-
-
-def _artifacts(result: dict, dataset_name: str) -> None:
-    best = result["best"]
-    create_table_artifact(
-        key="localization-best",
-        table=[{"method": r["method"], "best_accuracy_percent": round(r["best_accuracy"] * 100, 2),
-                "best_threshold": r["best_threshold"], "images": int(r["count"])} for _, r in best.iterrows()],
-        description=f"Table II: best localization accuracy per method on {dataset_name}",
-    )
-    create_markdown_artifact(key="localization-report", markdown=markdown_report(result, dataset_name),
-                             description="Tables I and II")
-    create_link_artifact(key="localization-results", link=result["location"], link_text="results folder",
-                         description="Parquet tables, figures and manifest of this run")

@@ -1,12 +1,15 @@
-"""Human studies as Prefect flows: build, launch, collect (scheduled while a study is open), analyse."""
+"""Human studies as Prefect flows: build, launch, collect (scheduled while a study is open), analyse.
+
+Artifacts are keyed by the study id (``study-<study id>-...``), so each study keeps its own history."""
 
 from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.configs import StudyBuildConfig, StudyConfig, as_config
-from tasks.studies import analyze, build, collect_responses, launch
+from tasks.configs import StudyAnalysisConfig, StudyBuildConfig, StudyConfig, as_config
+from tasks.reports import artifact_key, publish_study, study_markdown  # noqa: F401 (study_markdown: the CLI's)
+from tasks.studies import analyze, build, check_study, collect_responses, launch, record_analysis, status
 
 
 @flow(name="build_study", log_prints=True)
@@ -21,7 +24,8 @@ def launch_study(config: StudyConfig) -> dict:
     """Upload stimuli and create the HITs of a built study (sandbox unless ``live``)."""
     config = as_config(StudyConfig, config)
     result = launch(config.folder, config.live)
-    create_markdown_artifact(key="study-launch", markdown=(
+    study_id = check_study(config.folder).study_id
+    create_markdown_artifact(key=artifact_key("study", "launch", study_id), markdown=(
         f"# Study launched ({'LIVE' if config.live else 'sandbox'})\n\n{result['hits']} HITs "
         f"({result['created']} created now), HIT type `{result['hit_type_id']}`, estimated cost "
         f"${result['estimate']['total_usd']:.2f} of a ${result['estimate']['balance_usd']:.2f} balance."))
@@ -33,38 +37,22 @@ def collect_study(config: StudyConfig) -> dict:
     """Fetch new assignments into `responses`, approve those passing the catch trials."""
     config = as_config(StudyConfig, config)
     result = collect_responses(config.folder, config.live)
-    create_table_artifact(key="study-collection", table=[result], description=f"collection of {config.folder}")
+    study_id = check_study(config.folder).study_id
+    create_table_artifact(key=artifact_key("study", "collection", study_id), table=[result],
+                          description=f"collection of {config.folder}")
     return result
 
 
 @flow(name="analyze_study", log_prints=True)
-def analyze_study(config: StudyConfig) -> dict:
-    """Aggregate responses (Figs. 6 and 12) with tests, confidence intervals and quality checks."""
-    config = as_config(StudyConfig, config)
-    result = analyze(config.folder)
-    summary = result["summary"]
-    create_table_artifact(key="study-summary", table=summary.to_dict("records"),
-                          description=f"summary of {config.folder}")
-    create_markdown_artifact(key="study-report", markdown=study_markdown(summary))
+def analyze_study(config: StudyAnalysisConfig) -> dict:
+    """Aggregate responses (Figs. 6 and 12) with tests, confidence intervals and quality checks; publish the
+    report (chart inside, progress, spend, worker quality, held assignments); with ``results``, record the
+    analysis in that results root's catalog."""
+    config = as_config(StudyAnalysisConfig, config)
+    config.check_inputs()
+    result = analyze(config.folder, config.include_flagged)
+    study = status(config.folder)
+    result["artifacts"] = publish_study(result, study, config.folder)
+    if config.results is not None:
+        result["catalog"] = record_analysis(config.folder, config.results, result, study)
     return result
-
-
-def study_markdown(summary) -> str:
-    row = summary.iloc[0]
-    return "\n".join([
-        f"# {row['study_id']}: {row['first_method']} vs {row['second_method']}", "",
-        f"{row['answers']} answers on {row['items']} items from {row['workers']} workers "
-        f"(target {row['target_workers']}: {'met' if row['target_met'] else 'NOT met'}); "
-        f"{row['workers_total'] - row['workers']} workers and {row['answers_excluded']} answers left out "
-        f"(failed catch trials, straight-lining, held or rejected).", "",
-        "| clearly more | slightly more | equally | slightly less | clearly less |", "|---:|---:|---:|---:|---:|",
-        "| " + " | ".join(f"{row[f'share_{n}'] * 100:.1f}%" for n in
-                         ("clearly_more", "slightly_more", "equally", "slightly_less", "clearly_less")) + " |", "",
-        f"Mean score {row['mean_score']:+.2f} (95% CI over items {row['mean_score_ci_items_low']:+.2f} .. "
-        f"{row['mean_score_ci_items_high']:+.2f}; over workers {row['mean_score_ci_workers_low']:+.2f} .. "
-        f"{row['mean_score_ci_workers_high']:+.2f}); sign test over items p = {row['sign_test_p']:.3g}; "
-        f"Wilcoxon over items "
-        f"p = {row['wilcoxon_items_p']:.3g}.",
-        f"Catch trials: {row['catch_answers']} answers, failure rate {row['catch_failure_rate'] * 100:.1f}%; "
-        f"{row['straightliners']} straight-lining workers.",
-    ])

@@ -8,6 +8,7 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.configs import TrainConfig, as_config
 from tasks.localization import load_dataset
+from tasks.reports import artifact_key, dataset_scope, deployment_scope
 from tasks.training import train_model_task
 
 
@@ -21,6 +22,7 @@ def train(config: TrainConfig = TrainConfig()) -> dict:
     recipe = config.training
     logger.info(f"trained {recipe.backbone}:{recipe.head} with {recipe.loss} on {result['train_items']} images -> "
                 f"{config.checkpoint}; final loss {result['loss_history'][-1]:.4f}")
-    create_table_artifact(key="training-recall", table=result["retrieval_metrics"].to_dict("records"),
+    key = artifact_key("training", "recall", deployment_scope(), dataset_scope(config.dataset))
+    create_table_artifact(key=key, table=result["retrieval_metrics"].to_dict("records"),
                           description=f"Recall@K of {config.checkpoint} ({recipe.loss})")
     return result

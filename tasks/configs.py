@@ -158,10 +158,39 @@ def as_config(config_class: type[Config], value: Config | dict) -> Config:
     raise ArgumentError("config", f"expected {config_class.__name__} or a mapping, got {type(value).__name__}")
 
 
+TEMPLATE = re.compile(r"\{\{\s*\$?([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+
+
+def unfilled_templates(value: Any, where: str = "") -> list[tuple[str, str]]:
+    """``(field, variable)`` of every ``{{ $NAME }}`` left in a configuration: a prefect.yaml template whose
+    environment variable was not set where ``prefect deploy`` ran."""
+    if isinstance(value, str):
+        return [(where, match.group(1)) for match in TEMPLATE.finditer(value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in unfilled_templates(item, f"{where}.{key}"
+                                                                                     if where else str(key))]
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in unfilled_templates(item, where)]
+    return []
+
+
 class FlowConfig(BaseModel):
     """Base of the flow configurations: immutable, no unknown fields, strict where strings must stay strings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unfilled_templates(cls, values: Any) -> Any:
+        """A deployment deployed without its local configuration carries ``{{ $NAME }}`` verbatim: refused,
+        naming the variable, before a path like that is taken for a folder."""
+        found = unfilled_templates(values)
+        if found:
+            field, name = found[0]
+            raise ValueError(f"{field}: the prefect.yaml template {{{{ ${name.lstrip('$')} }}}} was never filled: "
+                             f"set {name.lstrip('$')} where `prefect deploy` runs and deploy again "
+                             f"(docs/deployments.md)")
+        return values
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -411,6 +440,25 @@ class DemoConfig(FlowConfig):
         folder_or_creatable(self.out)
 
     _model = field_validator("explain_model")(check_model)
+
+
+class StudyAnalysisConfig(FlowConfig):
+    """Analyse a built study's answers. ``include_flagged`` keeps the answers of flagged workers and held
+    assignments (pilots); ``results`` (a results root) also records the analysis there as a run of kind
+    ``study``, with a catalog row, for the review dashboard and the trend across analyses."""
+
+    folder: str
+    include_flagged: bool = False
+    results: str | None = None
+
+    @field_validator("results")
+    @classmethod
+    def _results(cls, value: str | None) -> str | None:
+        return None if value is None else check_results_location(value)
+
+    def check_inputs(self) -> None:
+        if self.results is not None:
+            folder_or_creatable(self.results, "results")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def localize_key(model_spec: str, pairs: list[Pair], method: str, config: Locali
 @task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)
 def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig,
                    feature_map_files: list[str] | None = None) -> dict:
-    """Maps and threshold sweep of one shard of pairs -> one Parquet file per method (+ errors).
+    """Maps and threshold sweep of one shard of pairs -> per method, one Parquet file of rows and one of the
+    raw feature-resolution maps (``localization_maps``, for the review dashboard) (+ errors).
 
     Methods whose file already exists (and reads back whole) are not recomputed. With
     ``config.feature_map_cache`` ``float16``/``float32``, the pairs are explained from the feature maps the embed
@@ -201,14 +202,18 @@ def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, con
     store = ResultsLocation(out)
     paths = {m: f"shards/localization/{m}/shard-{index:04d}-{localize_key(model_spec, pairs, m, config)}.parquet"
              for m in config.methods}
+    maps_paths = {m: path.replace("shards/localization/", "shards/maps/", 1) for m, path in paths.items()}
     errors_path = f"shards/errors/localize-{index:04d}-{content_key(sorted(paths.values()))}.parquet"
     cache = ShardCache(store, "localize")
-    missing = [m for m, p in paths.items() if not cache.usable(p, "localization_items")]
+    missing = [m for m in paths if not all([cache.usable(paths[m], "localization_items"),
+                                            cache.usable(maps_paths[m], "localization_maps")])]
     if cache.usable(errors_path, "errors") and not missing:
-        return {"paths": paths, "errors_path": errors_path, "computed": [], "seconds": 0.0}
+        return {"paths": paths, "maps_paths": maps_paths, "errors_path": errors_path, "computed": [],
+                "seconds": 0.0}
     started = time.perf_counter()
     device = resolve_device(config.device)
     model = cached_model(model_spec, model_fingerprint(model_spec), device)
+    stored: list[dict] = []  # the raw maps of every scored item (localization_maps)
     maps = None
     if feature_map_files is not None:
         maps = read_feature_maps(out, feature_map_files, {i.image_id for p in pairs for i in (p.query, p.retrieved)})
@@ -216,12 +221,14 @@ def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, con
                                   connectivity=config.connectivity,
                                   batch_size=config.batch_size or default_batch_size(device), device=device,
                                   sides=config.sides, resolution=config.resolution, feature_maps=maps,
-                                  precision=config.precision)
+                                  precision=config.precision, maps_out=stored)
     # errors first: a shard counts as finished only once every method file exists
     store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
-    frame = pd.DataFrame(rows)
-    for method in missing:
-        part = frame[frame["method"] == method] if len(frame) else frame
-        store.write_table(paths[method], "localization_items", part)
-    return {"paths": paths, "errors_path": errors_path, "computed": missing,
+    frame, map_frame = pd.DataFrame(rows), pd.DataFrame(stored)
+    for method in missing:  # the maps first: the rows file is what marks a method's shard as done
+        store.write_table(maps_paths[method], "localization_maps",
+                          map_frame[map_frame["method"] == method] if len(map_frame) else map_frame)
+        store.write_table(paths[method], "localization_items", frame[frame["method"] == method] if len(frame)
+                          else frame)
+    return {"paths": paths, "maps_paths": maps_paths, "errors_path": errors_path, "computed": missing,
             "seconds": time.perf_counter() - started}

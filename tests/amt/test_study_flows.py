@@ -15,7 +15,7 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
 
     import tasks.studies
     from flows.studies import analyze_study, collect_study, launch_study
-    from tasks.configs import StudyConfig
+    from tasks.configs import StudyAnalysisConfig, StudyConfig
 
     boto3.client("s3").create_bucket(Bucket="eml-stimuli")
     client = _client(monkeypatch)
@@ -47,7 +47,7 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
 
     # analysis of a full (simulated) study in the same folder
     simulate(ledger=ledger).to_parquet(study_copy / "responses.parquet")
-    result = analyze_study(StudyConfig(folder=str(study_copy)))
+    result = analyze_study(StudyAnalysisConfig(folder=str(study_copy)))
     assert result["summary"].iloc[0]["workers_total"] == 60
     assert (study_copy / "study_summary.png").stat().st_size > 1000
     assert len(pd.read_parquet(study_copy / "worker_patterns.parquet")) == 60

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,6 +29,24 @@ def _run(root, out, **options):
 
     options.setdefault("shard_size", 4)
     return evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model=TINY, out=str(out), **options))
+
+
+def _key(what: str, root) -> str:
+    from tasks.reports import artifact_key, dataset_scope
+
+    return artifact_key("localization", what, "adhoc", dataset_scope(f"cub:{root}"))
+
+
+def _artifact(key: str):
+    """The newest artifact with this key, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    return found[0] if found else None
 
 
 def _tables(out) -> dict[str, pd.DataFrame]:
@@ -68,11 +90,26 @@ def test_flow_writes_every_table_manifest_figure_and_artifact(prefect_harness, t
     assert (run / "figures" / "examples.png").stat().st_size > 1000
     assert result["best"].equals(tables["localization_best"])
 
-    from prefect.client.orchestration import get_client
+    maps = resolve_run(str(tmp_path / "run"), "localization").read_table("localization_maps.parquet",
+                                                                           "localization_maps")
+    assert len(maps) == 8 * 2 * len(METHODS) and set(maps["side"]) == {"query", "retrieved"}  # every scored side
+    keys = ["pair_id", "side", "method"]
+    assert set(maps[keys].itertuples(index=False)) == set(items[keys].itertuples(index=False))
 
-    with get_client(sync_client=True) as client:
-        keys = {artifact.key for artifact in client.read_artifacts()}
-    assert {"localization-best", "localization-report", "localization-results"} <= keys
+    report = _artifact(_key("report", root=tiny_synthetic_root))
+    assert report.type == "markdown" and _artifact(_key("best", root=tiny_synthetic_root)).type == "table"
+    assert _artifact(_key("results", root=tiny_synthetic_root)) is None  # a local folder is no link the UI opens
+    images = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", report.data)
+    assert len(images) == 2  # accuracy against threshold, and the examples
+    for encoded in images:
+        picture = cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)
+        assert picture is not None and picture.shape[1] <= 480
+    assert f"| checkpoint SHA-256 | `{manifest['checkpoint']['sha256']}` |" in report.data
+    assert f"| git commit | `{manifest['git_commit'] or 'unknown'}` |" in report.data
+    assert f"| errors / warnings | {manifest['errors']} / {manifest['warnings']} " in report.data
+    # the tiny model's head is GAP + Linear: Grad-CAM (no norm) and Decomposition+Bias coincide by construction
+    assert "**decomposition_bias and gradcam_nonorm coincide**" in report.data
+    assert f"`{result['run_id']}` (this run)" in report.data
 
 
 def test_rerun_after_a_crash_resumes_without_recomputing_finished_shards(prefect_harness, tiny_synthetic_root,
@@ -187,7 +224,8 @@ def test_train_and_diagnose_flows(prefect_harness, tiny_synthetic_root, tmp_path
     assert json.loads((diagnosis_run / "manifest.json").read_text())["split_rule"] == "classes"
 
 
-def test_runs_are_kept_with_a_latest_pointer_and_a_catalog(prefect_harness, tiny_synthetic_root, tmp_path):
+def test_runs_are_kept_with_a_latest_pointer_and_a_catalog(prefect_harness, tiny_synthetic_root, tmp_path,
+                                                           monkeypatch):
     """Two runs into one results root: two folders, two catalog rows, ``latest`` at the second; concurrent
     catalog appends (one file per run) lose no row."""
     from concurrent.futures import ThreadPoolExecutor
@@ -195,7 +233,14 @@ def test_runs_are_kept_with_a_latest_pointer_and_a_catalog(prefect_harness, tiny
     from tasks.runs import finish_run, read_catalog, start_run
 
     first = _run(tiny_synthetic_root, tmp_path / "root", methods=("decomposition",))
+    monkeypatch.setenv("EML_DASHBOARD_URL", "http://127.0.0.1:8501")
     second = _run(tiny_synthetic_root, tmp_path / "root", methods=("decomposition",))
+    # the second run's report has the trend over both, and a link to its page in the dashboard
+    report = _artifact(_key("report", root=tiny_synthetic_root)).data
+    assert f"| `{first['run_id']}` |" in report and f"| `{second['run_id']}` (this run) |" in report
+    assert "best accuracy (%) over the last 2 runs" in report
+    link = _artifact(_key("results", root=tiny_synthetic_root))
+    assert f"(http://127.0.0.1:8501/localization?run={second['run_id']})" in link.data  # Prefect's [text](link)
     assert first["run_id"] != second["run_id"] and first["run_id"] < second["run_id"]
     runs = sorted(p.name for p in (tmp_path / "root" / "localization").iterdir() if p.is_dir() and p.name != "shards")
     assert runs == [first["run_id"], second["run_id"]]

@@ -4,6 +4,7 @@ and its deployments."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -188,15 +189,22 @@ def test_bad_input_lands_in_errors_and_the_run_completes(prefect_harness, tiny_c
     assert resolve_run(str(tmp_path / "empty"), "orientation").uri.endswith(empty["run_id"])  # the run completed
 
 
-def test_deployments_nightly_orientation_and_train_crossview():
+def test_deployments_nightly_orientation_and_train_crossview(monkeypatch):
+    from prefect.utilities.templating import apply_values
+
     from tasks.configs import CrossViewTrainConfig, OrientationConfig
 
-    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    # what `prefect deploy` makes of them with a local configuration (docs/deployments.md)
+    for name, value in {"EML_CROSSVIEW_DATASET": "cvusa:/data/CVUSA", "EML_MODELS": "/srv/eml/models",
+                        "EML_RESULTS": "s3://eml-results/nightly"}.items():
+        monkeypatch.setenv(name, value)
+    spec = apply_values(yaml.safe_load((ROOT / "prefect.yaml").read_text()), os.environ, remove_notset=False)
     deployments = {d["name"]: d for d in spec["deployments"]}
     nightly = deployments["nightly-orientation"]
     assert nightly["entrypoint"] == "flows/evaluate_orientation.py:evaluate_orientation"
     assert all(schedule["active"] is False for schedule in nightly["schedules"])  # switched on by the operator
     config = OrientationConfig(**nightly["parameters"]["config"])
+    assert config.model == "/srv/eml/models/crossview.pt" and config.out == "s3://eml-results/nightly"
     assert config.dataset.startswith("cvusa:") and config.random_rotations == 1 and config.split_name == "val"
     training = CrossViewTrainConfig(**deployments["train-crossview"]["parameters"]["config"])
     assert deployments["train-crossview"]["entrypoint"] == "flows/train_crossview.py:train_crossview"

@@ -206,9 +206,11 @@ def test_the_retrieval_deployments_are_declared_with_valid_configs():
     import yaml
 
     from tasks.configs import IndexBuildConfig, RetrievalBenchmarkConfig, RetrievalConfig
+    from tests.flows.test_deployments import LOCAL_CONFIGURATION, _deployed
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
-    deployments = {d["name"]: d for d in spec["deployments"]}
+    # as `prefect deploy` fills them from the local configuration (docs/deployments.md)
+    deployments = {d["name"]: _deployed(d, LOCAL_CONFIGURATION) for d in spec["deployments"]}
     for name, config_class in (("index-gallery", IndexBuildConfig), ("interactive-retrieval", RetrievalConfig),
                                ("nightly-retrieval-benchmark", RetrievalBenchmarkConfig)):
         config = config_class(**deployments[name]["parameters"]["config"])
