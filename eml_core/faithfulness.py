@@ -88,6 +88,7 @@ import torch.nn.functional as functional
 from eml_core.datasets import ErrorRecord
 from eml_core.decomposition import SIDES, explain_pair, partial_similarity
 from eml_core.errors import ArgumentError, EmlError
+from eml_core.feature_maps import model_device
 from eml_core.images import load_image
 from eml_core.methods import DEFAULT_METHODS, REGISTRY, get_method, method_maps, method_point_maps
 from eml_core.models import EmbeddingModel, inference_mode_of
@@ -523,6 +524,8 @@ def _curve_jobs(views: list[_SideView], removal: Removal, orderings: tuple[str, 
         for ordering in orderings:
             ranks = ranks_of[(view.key, ordering)].reshape(view.pixels.shape[-2:])
             inner = [(i, count) for i, count in enumerate(counts) if 0 < i < len(counts) - 1]
+            if not inner:   # steps (0, 1): every ordering shares the two end points
+                continue
             for curve in CURVES:
                 masks = np.stack([(ranks < count) if curve == "deletion" else (ranks >= count) for _, count in inner])
                 if removal.name == "road":  # one sparse solve per mask: produce them one at a time
@@ -545,7 +548,7 @@ def _endpoint_key(view_key, curve: str, step: int, last: int):
 def evaluate_faithfulness(model: EmbeddingModel, pairs, methods=DEFAULT_METHODS, removals=tuple(REMOVALS),
                           steps=DEFAULT_STEPS, sides=SIDES, *, references=REFERENCE_ORDERINGS,
                           similarity: str = "cosine", batch_size: int = 128, explain_batch_size: int = 16,
-                          device: str = "cpu", seed: int = 0, blur_sigma: float = DEFAULT_BLUR_SIGMA,
+                          device: str | None = None, seed: int = 0, blur_sigma: float = DEFAULT_BLUR_SIGMA,
                           road_noise: float = DEFAULT_ROAD_NOISE, stage: str = "faithfulness"):
     """Deletion and insertion curves of a shard of pairs; returns ``(rows, errors)``.
 
@@ -553,7 +556,8 @@ def evaluate_faithfulness(model: EmbeddingModel, pairs, methods=DEFAULT_METHODS,
     ``removals``: names from :data:`REMOVALS` (one name or several: the pairs are
     explained once for all). ``references``: any of :data:`REFERENCE_ORDERINGS`.
     ``batch_size`` images go through the model per forward (1 = one forward per
-    image, the unbatched baseline). Rows follow the ``faithfulness_curves``
+    image, the unbatched baseline); ``device`` is where inputs go (default: the
+    model's device). Rows follow the ``faithfulness_curves``
     schema: one per (pair, side, method or reference, removal, curve, step). A
     pair with an unreadable image, a zero-norm embedding or a failed forward
     pass is left out with an ``errors`` record; the rest go on. Results do not
@@ -569,6 +573,7 @@ def evaluate_faithfulness(model: EmbeddingModel, pairs, methods=DEFAULT_METHODS,
     if any(name not in REFERENCE_ORDERINGS for name in references):
         raise ArgumentError("references", f"expected some of {REFERENCE_ORDERINGS}, got {references}")
     orderings = methods + references
+    device = device or str(model_device(model))
     pairs = as_image_pairs(pairs)
     errors: list[ErrorRecord] = []
     rows: list[dict] = []
@@ -659,7 +664,7 @@ def _cell_centres(cells: torch.Tensor, feature_size: tuple[int, int], image_size
 def evaluate_point_faithfulness(model: EmbeddingModel, pairs, methods=None, removal: str = "blur", *,
                                 side: str = "query", points_per_pair: int = 3, region_fraction: float = 0.1,
                                 random_regions: int = 4, similarity: str = "cosine", batch_size: int = 128,
-                                explain_batch_size: int = 16, device: str = "cpu", seed: int = 0,
+                                explain_batch_size: int = 16, device: str | None = None, seed: int = 0,
                                 blur_sigma: float = DEFAULT_BLUR_SIGMA, road_noise: float = DEFAULT_ROAD_NOISE,
                                 stage: str = "point_faithfulness"):
     """Point-specific faithfulness of a shard of pairs; returns ``(rows, errors)`` (``faithfulness_points``).
@@ -681,6 +686,7 @@ def evaluate_point_faithfulness(model: EmbeddingModel, pairs, methods=None, remo
         if not isinstance(value, int) or value < 1:
             raise ArgumentError(name, f"must be a positive whole number, got {value!r}")
     other = "retrieved" if side == "query" else "query"
+    device = device or str(model_device(model))
     pairs = as_image_pairs(pairs)
     errors: list[ErrorRecord] = []
     rows: list[dict] = []
