@@ -454,3 +454,25 @@ def test_summary_means_and_bootstrap_intervals_over_pairs_and_the_most_faithful_
 def test_curves_figure_is_a_png():
     png = curves_figure(synthetic_curves(pairs=3))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_similarity_gradients_match_central_differences_and_the_oracle_is_their_first_order_drop():
+    from eml_core.faithfulness import gradient_oracle_map, similarity_gradients
+
+    model = tiny_model("gap_fc", (24, 32)).double()
+    model.preprocessing = lambda x: (x - 0.5) / 0.25   # Preprocessing casts to float32: keep float64 here
+    generator = torch.Generator().manual_seed(0)
+    q, r = torch.rand(1, 3, 24, 32, generator=generator).double(), torch.rand(1, 3, 24, 32, generator=generator).double()
+    gradients = similarity_gradients(model, q, r)
+    direction = torch.randn(1, 3, 24, 32, generator=generator).double()
+    eps = 1e-5
+
+    def s(x):
+        with torch.no_grad():
+            return float(functional.cosine_similarity(model(model.preprocessing(x)), model(model.preprocessing(r))))
+
+    numeric = (s(q + eps * direction) - s(q - eps * direction)) / (2 * eps)
+    assert float((gradients["query"] * direction).sum()) == pytest.approx(numeric, rel=1e-5)
+    removed = torch.full((3, 24, 32), 0.5, dtype=torch.float64)
+    oracle = gradient_oracle_map(q[0], gradients["query"][0], removed)
+    assert np.allclose(oracle, ((q[0] - removed) * gradients["query"][0]).sum(0).numpy())
