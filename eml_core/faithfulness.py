@@ -273,7 +273,7 @@ class Removal:
             raise ArgumentError("removed", f"masks of shape {masks.shape[1:]} do not fit an image of "
                                            f"{tuple(pixels.shape[-2:])}")
         image = pixels.detach().cpu().double().numpy()
-        return torch.from_numpy(REMOVALS[self.name](self, image, masks, rng)).float()
+        return torch.from_numpy(REMOVALS[self.name].function(self, image, masks, rng)).float()
 
     def fully_removed(self, pixels: torch.Tensor) -> torch.Tensor:
         """The image with every pixel removed (no noise): what insertion starts from, the oracle's baseline."""
@@ -302,7 +302,17 @@ def road_fill(removal: Removal, image: np.ndarray, masks: np.ndarray, rng) -> np
     return out
 
 
-REMOVALS: dict[str, Callable] = {"blur": blur_fill, "mean": mean_fill, "road": road_fill}
+@dataclass(frozen=True)
+class Fill:
+    """A removal operator's fill function and whether it solves something per mask (then perturbed images are
+    produced one at a time, as the batches need them, rather than all steps of a curve at once)."""
+
+    function: Callable
+    per_mask: bool
+
+
+REMOVALS: dict[str, Fill] = {"blur": Fill(blur_fill, False), "mean": Fill(mean_fill, False),
+                             "road": Fill(road_fill, True)}
 
 
 def road_impute(image: np.ndarray, removed: np.ndarray, noise: float = 0.0,
@@ -528,7 +538,7 @@ def _curve_jobs(views: list[_SideView], removal: Removal, orderings: tuple[str, 
                 continue
             for curve in CURVES:
                 masks = np.stack([(ranks < count) if curve == "deletion" else (ranks >= count) for _, count in inner])
-                if removal.name == "road":  # one sparse solve per mask: produce them one at a time
+                if REMOVALS[removal.name].per_mask:  # e.g. ROAD's sparse solve: one image at a time
                     for (i, _), mask in zip(inner, masks):
                         yield (view.key, ordering, curve, i), removal.apply(view.pixels, mask, rng)[0]
                 else:
