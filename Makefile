@@ -32,8 +32,11 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make: Debian's chromium is not installed; the browser test will skip (and fail under CI)"
 
+# Lint (ruff) and types (mypy on the packages listed in pyproject.toml) first: either failing fails the target.
 # pytest exit 5 means no test ran: that is a failure here, never a silent pass.
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -29,46 +29,26 @@ import io
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy import stats
 
-CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"), (-2, "clearly_less"))
+from eml_core.atomic import write_bytes_atomic
+from eml_core.tables import ANSWER_CATEGORIES, SCHEMAS, frame
+
+CATEGORIES = ANSWER_CATEGORIES
 LABELS = {"clearly_more": "clearly more", "slightly_more": "slightly more", "equally": "equally",
           "slightly_less": "slightly less", "clearly_less": "clearly less"}
-
-SUMMARY_SCHEMA = pa.schema([
-    ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),
-    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("workers_total", pa.int64()),
-    ("answers_excluded", pa.int64()), ("target_workers", pa.int64()), ("target_met", pa.bool_()),
-    *[(f"share_{name}", pa.float64()) for _, name in CATEGORIES],
-    ("mean_score", pa.float64()), ("mean_score_ci_items_low", pa.float64()), ("mean_score_ci_items_high", pa.float64()),
-    ("mean_score_ci_workers_low", pa.float64()), ("mean_score_ci_workers_high", pa.float64()),
-    ("prefer_first_share", pa.float64()), ("prefer_first_ci_items_low", pa.float64()),
-    ("prefer_first_ci_items_high", pa.float64()), ("prefer_first_ci_workers_low", pa.float64()),
-    ("prefer_first_ci_workers_high", pa.float64()),
-    ("answers_positive", pa.int64()), ("answers_negative", pa.int64()),
-    ("sign_test_items_positive", pa.int64()), ("sign_test_items_negative", pa.int64()), ("sign_test_p", pa.float64()),
-    ("wilcoxon_items_p", pa.float64()), ("catch_answers", pa.int64()), ("catch_failure_rate", pa.float64()),
-    ("workers_failing_catch", pa.int64()), ("straightliners", pa.int64()),
-])
-WORKERS_SCHEMA = pa.schema([
-    ("study_id", pa.string()), ("worker_hash", pa.string()), ("answers", pa.int64()), ("catch_answers", pa.int64()),
-    ("catch_failed", pa.int64()), ("most_common_answer", pa.string()), ("most_common_share", pa.float64()),
-    ("straightlining", pa.bool_()), ("mean_work_seconds", pa.float64()),
-])
-
 
 def _bootstrap(values: pd.Series, groups: pd.Series, statistic, rng: np.random.Generator, resamples: int = 2000):
     """Percentile 95% CI of ``statistic`` resampling whole groups (items or workers) with replacement."""
     by_group = [v.to_numpy() for _, v in values.groupby(groups.to_numpy())]
     if len(by_group) < 2:
         return float("nan"), float("nan")
-    estimates = []
-    for _ in range(resamples):
-        picks = rng.integers(0, len(by_group), size=len(by_group))
-        estimates.append(statistic(np.concatenate([by_group[i] for i in picks])))
-    low, high = np.percentile(estimates, [2.5, 97.5])
-    return float(low), float(high)
+    # A cluster bootstrap through scipy: resample the groups' indices, evaluate on their pooled answers.
+    result = stats.bootstrap((np.arange(len(by_group)),),
+                             lambda picks: statistic(np.concatenate([by_group[i] for i in picks])),
+                             n_resamples=resamples, confidence_level=0.95, method="percentile", vectorized=False,
+                             rng=rng)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def worker_patterns(responses: pd.DataFrame, study_id: str) -> pd.DataFrame:
@@ -83,7 +63,7 @@ def worker_patterns(responses: pd.DataFrame, study_id: str) -> pd.DataFrame:
                      "straightlining": bool(len(group) >= 5 and share >= 0.9),
                      "mean_work_seconds": float(group["work_seconds"].mean()) if group["work_seconds"].notna().any()
                      else None})
-    return pd.DataFrame(rows, columns=WORKERS_SCHEMA.names)
+    return pd.DataFrame(rows, columns=SCHEMAS["worker_patterns"].names)
 
 
 def summarise(responses: pd.DataFrame, study: dict, seed: int = 0, excluded_assignments=(),
@@ -130,7 +110,7 @@ def summarise(responses: pd.DataFrame, study: dict, seed: int = 0, excluded_assi
             scores, groups, np.mean, rng)
         row[f"prefer_first_ci_{label}_low"], row[f"prefer_first_ci_{label}_high"] = _bootstrap(
             scores, groups, lambda v: float((v > 0).mean()), rng)
-    return pd.DataFrame([row], columns=SUMMARY_SCHEMA.names), workers
+    return pd.DataFrame([row], columns=SCHEMAS["study_summary"].names), workers
 
 
 def bar_chart(summary: pd.DataFrame) -> bytes:
@@ -149,7 +129,8 @@ def bar_chart(summary: pd.DataFrame) -> bytes:
     axes.set_xticks(range(5), [f"{LABELS[n]}" for n in names])
     axes.set_ylabel("share of answers (%)")
     axes.set_title(f"{row['first_method']} vs {row['second_method']}: is {row['first_method']} more reasonable?\n"
-                   f"{row['answers']} answers, {row['workers']} workers, sign test (items) p = {row['sign_test_p']:.3g}",
+                   f"{row['answers']} answers, {row['workers']} workers, "
+                   f"sign test (items) p = {row['sign_test_p']:.3g}",
                    fontsize=9)
     for x, value in enumerate(shares):
         axes.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
@@ -160,24 +141,51 @@ def bar_chart(summary: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def known_item_responses(responses: pd.DataFrame, ledger) -> tuple[pd.DataFrame, list[dict]]:
+    """The responses to items of the ledger, and one problem per unknown item whose answers were left out.
+
+    A responses table can hold answers to items the ledger does not have (a table copied from another
+    study, or a folder rebuilt by an older version): counting them would mix studies, so they are left
+    out and reported.
+    """
+    known = {item["item_id"] for item in ledger.items}
+    stray = responses[~responses["item_id"].isin(known)]
+    problems = [{"stage": "analyze", "item": str(item_id), "file": "responses.parquet", "line": None,
+                 "problem": f"{len(group)} answer(s) to item {str(item_id)[:64]!r}, which is not in the study's "
+                            f"ledger, were left out of the analysis", "severity": "error"}
+                for item_id, group in stray.groupby(stray["item_id"].astype(str))]
+    return responses[responses["item_id"].isin(known)], problems
+
+
 def analyse_folder(folder, seed: int = 0) -> dict:
     """Read a study folder's responses, write ``study_summary.parquet``, ``worker_patterns.parquet`` and
-    ``study_summary.png``; returns the tables."""
+    ``study_summary.png``; returns the tables. Answers to items not in the ledger are left out and recorded
+    in the study's ``errors.parquet``."""
     from pathlib import Path
 
-    from amt.ledger import Ledger
-    from amt.responses import RESPONSES_SCHEMA, read_parquet, write_parquet
+    from amt.ledger import Ledger, study_lock
+    from amt.responses import read_study_table, write_study_table
+    from amt.study import StudyError
 
     folder = Path(folder)
     ledger = Ledger.load(folder)
-    responses = read_parquet(folder / "responses.parquet", RESPONSES_SCHEMA)
+    responses = read_study_table(folder, "responses")
     if responses.empty:
-        from amt.study import StudyError
-
         raise StudyError(f"{folder}: no responses yet; collect (or serve) first")
+    responses, problems = known_item_responses(responses, ledger)
+    if problems:
+        with study_lock(folder):  # errors.parquet is shared with collect and the lab server
+            errors = read_study_table(folder, "errors")
+            seen = set(zip(errors["item"], errors["problem"], strict=True))
+            fresh = [p for p in problems if (p["item"], p["problem"]) not in seen]
+            if fresh:
+                write_study_table(folder, "errors", pd.concat([errors, frame("errors", fresh)], ignore_index=True))
+    if responses.empty:
+        raise StudyError(f"{folder}: none of the responses answers an item of this study's ledger "
+                         f"({len(problems)} unknown items recorded in errors.parquet)")
     held = set(ledger.data.get("review", {})) | set(ledger.data.get("rejected", {}))
     summary, workers = summarise(responses, ledger.data["study"], seed, excluded_assignments=held)
-    write_parquet(folder / "study_summary.parquet", summary, SUMMARY_SCHEMA)
-    write_parquet(folder / "worker_patterns.parquet", workers, WORKERS_SCHEMA)
-    (folder / "study_summary.png").write_bytes(bar_chart(summary))
-    return {"summary": summary, "workers": workers}
+    write_study_table(folder, "study_summary", summary)
+    write_study_table(folder, "worker_patterns", workers)
+    write_bytes_atomic(folder / "study_summary.png", bar_chart(summary))
+    return {"summary": summary, "workers": workers, "errors": problems}

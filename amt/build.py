@@ -21,16 +21,18 @@ of other classes.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from amt.hit_page import lab_html
-from amt.ledger import Ledger
+from amt.ledger import LEDGER_FILE, Ledger, study_lock, unique_request_token
 from amt.stimuli import overall_map_stimulus, retrieval_stimulus, save_stimulus, synthetic_map
-from amt.study import Study, StudyError
+from amt.study import Study, StudyError, one_line
+from eml_core.atomic import write_bytes_atomic
+from eml_core.errors import EmlError
+from eml_core.results import ResultsLocation, resolve_run
 
 RANKINGS_COLUMNS = ("query_id", "query_image", "box_x0", "box_y0", "box_x1", "box_y1", "method", "rank",
                     "gallery_id", "gallery_image", "score")
@@ -45,36 +47,47 @@ def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
 
 
 def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
-    from eml_core.datasets import dataset_from_spec
+    from eml_core.dataset_specs import dataset_from_spec
     from eml_core.localization import pair_maps
     from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec
 
-    run = Path(study.source)
-    manifest_path, items_path = run / "manifest.json", run / "localization_items.parquet"
-    for path in (manifest_path, items_path):
-        if not path.is_file():
-            raise StudyError(f"{study.path}: field 'source': {path} missing (expected a localization results run)")
+    try:  # a run folder, or a folder of runs (its latest localization run); local or s3://bucket/prefix
+        run = resolve_run(study.source, "localization")
+    except EmlError as error:
+        raise StudyError(one_line(f"{study.path}: field 'source': {error}")) from None
+    manifest_path = run.location_of("manifest.json")
+    for relative in ("manifest.json", "localization_items.parquet"):
+        if not run.exists(relative):
+            raise StudyError(f"{study.path}: field 'source': {run.location_of(relative)} missing "
+                             f"(expected a localization results run)")
     unknown = [m for m in study.methods if m not in REGISTRY]
     if unknown:
-        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods ({', '.join(REGISTRY)})")
-    manifest = json.loads(manifest_path.read_text())
-    pairs = (pd.read_parquet(items_path, columns=["pair_id", "image_id", "partner_id", "side"])
-             .query("side == 'query'").drop_duplicates("pair_id").sort_values("pair_id"))
+        raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods "
+                         f"({', '.join(REGISTRY)})")
+    try:
+        manifest = run.read_json("manifest.json")
+    except (EmlError, OSError, RecursionError) as error:
+        raise StudyError(one_line(f"{manifest_path}: unreadable manifest ({error})")) from None
+    pairs = _run_table(run, "localization_items.parquet", ["pair_id", "image_id", "partner_id", "side"])
+    pairs = pairs[pairs["side"] == "query"].drop_duplicates("pair_id").sort_values("pair_id")
     if len(pairs) < study.items:
         raise StudyError(f"{study.path}: field 'items': {study.items} asked for, the run has {len(pairs)} pairs")
     chosen = pairs.iloc[np.sort(rng.choice(len(pairs), size=study.items, replace=False))]
     try:
         dataset_spec, checkpoint = manifest["config"]["dataset"], manifest["checkpoint"]["spec"]
     except (KeyError, TypeError):
-        raise StudyError(f"{manifest_path}: no config.dataset / checkpoint.spec (not a localization manifest)") from None
+        dataset_spec = checkpoint = None
+    if not isinstance(dataset_spec, str) or not isinstance(checkpoint, str):
+        raise StudyError(f"{manifest_path}: no config.dataset / checkpoint.spec (not a localization manifest)")
     dataset = dataset_from_spec(dataset_spec)
     by_id = {item.image_id: item for item in dataset.items}
     missing = sorted({i for pair in chosen.itertuples() for i in (pair.image_id, pair.partner_id)} - set(by_id))
     if missing:
         raise StudyError(f"{manifest_path}: images {missing[:5]} of the run are not in dataset {dataset_spec} "
                          f"(moved or changed since the run?)")
-    model = model_from_spec(checkpoint, from_file=str(manifest_path))  # the manifest is data: no factory it names runs unless trusted
+    # the manifest is data: a factory it names runs only if the user trusts it
+    model = model_from_spec(checkpoint, from_file=str(manifest_path))
     items = []
     for row in chosen.itertuples():
         query, partner = by_id[row.image_id], by_id[row.partner_id]
@@ -95,10 +108,12 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
             height, width = item.size
             spread = max(x1 - x0, y1 - y0) / 4
             good_maps.append(synthetic_map((height, width), ((x0 + x1) / 2, (y0 + y1) / 2), spread))
-            far = (0.0 if (x0 + x1) / 2 > width / 2 else width - 1.0, 0.0 if (y0 + y1) / 2 > height / 2 else height - 1.0)
+            far = (0.0 if (x0 + x1) / 2 > width / 2 else width - 1.0,
+                   0.0 if (y0 + y1) / 2 > height / 2 else height - 1.0)
             bad_maps.append(synthetic_map((height, width), far, spread))
-        good = save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *good_maps, study.highlight_fraction))
-        bad = save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *bad_maps, study.highlight_fraction))
+        good, bad = (save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *maps,
+                                                                 study.highlight_fraction))
+                     for maps in (good_maps, bad_maps))
         good_side = "A" if rng.random() < 0.5 else "B"
         items.append(_catch_item(study, f"catch-{n}", good_side, good, bad))
     return items
@@ -110,14 +125,41 @@ def _catch_item(study: Study, key: str, good_side: str, good: str, bad: str) -> 
             "expected": good_side, "stimuli": files}
 
 
+def _run_table(run: ResultsLocation, relative: str, columns: list[str]) -> pd.DataFrame:
+    """The columns a study needs of a run's table (local or S3); StudyError naming the file otherwise."""
+    location = run.location_of(relative)
+    try:
+        table = run.read_table(relative)
+    except (EmlError, OSError) as error:
+        raise StudyError(one_line(f"{location}: not a readable Parquet table ({error})"[:400])) from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise StudyError(f"{location}: lacks column(s) {', '.join(missing)}")
+    return table[columns]
+
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet table the study reads; StudyError naming the file when it is not one (or lacks columns)."""
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+        raise StudyError(one_line(f"{path}: not a readable Parquet table with columns "
+                                  f"{columns or list(RANKINGS_COLUMNS)} ({type(error).__name__}: {error})"[:400])) \
+            from None
+
+
 def read_rankings(study: Study) -> pd.DataFrame:
     path = Path(study.source)
     if not path.is_file():
         raise StudyError(f"{study.path}: field 'source': rankings table {path} does not exist")
-    table = pd.read_parquet(path)
+    table = _read_table(path)
     missing = [c for c in RANKINGS_COLUMNS if c not in table.columns]
     if missing:
         raise StudyError(f"{path}: rankings table lacks column(s) {', '.join(missing)}")
+    if not all(isinstance(p, str) and p for column in ("query_image", "gallery_image") for p in table[column]):
+        raise StudyError(f"{path}: columns query_image and gallery_image must hold image paths (text)")
     for column in ("query_image", "gallery_image"):
         table[column] = [str(p if Path(p).is_absolute() else path.parent / p) for p in table[column]]
     return table
@@ -156,7 +198,8 @@ def retrieval_items(study: Study, stimuli: Path, rng: np.random.Generator) -> li
             same = gallery[gallery.gallery_label == first.query_label].gallery_image.tolist()
             other = gallery[gallery.gallery_label != first.query_label].gallery_image.tolist()
             if len(same) < study.top_k or len(other) < study.top_k:
-                raise StudyError(f"{study.source}: not enough gallery images to build a catch trial for query {query_id}")
+                raise StudyError(f"{study.source}: not enough gallery images to build a catch trial for query "
+                                 f"{query_id}")
             box = (first.box_x0, first.box_y0, first.box_x1, first.box_y1)
             good = save_stimulus(stimuli, retrieval_stimulus(first.query_image, box, same[:study.top_k]))
             picks = rng.choice(len(other), size=study.top_k, replace=False)
@@ -165,36 +208,59 @@ def retrieval_items(study: Study, stimuli: Path, rng: np.random.Generator) -> li
     return items
 
 
-def build_study(study: Study, out: str | Path) -> Ledger:
-    """Render everything a study needs into ``out``; returns the saved ledger. Makes no AWS call."""
-    out = Path(out)
-    if (out / "ledger.json").exists():
+def refuse_rebuild(out: Path) -> None:
+    """A folder that holds more than a build is never rebuilt: a new build gets new HIT tokens, so a
+    relaunch would pay for every HIT again (and orphan those MTurk already has); answers would point at
+    items that no longer exist; lab participants would lose their links."""
+    advice = "build into a new folder (e.g. --out {}-v2)".format(out.name or "study")
+    if (out / "responses.parquet").exists():
+        raise StudyError(f"{out}: holds responses (responses.parquet); refusing to rebuild it: {advice}")
+    if not (out / LEDGER_FILE).exists():
+        return
+    try:
         existing = Ledger.load(out)
-        if any(h.get("hit_id") for h in existing.hits):
-            raise StudyError(f"{out}: study {existing.study_id} was already launched; build into a new folder")
-    rng = np.random.default_rng(study.seed)
-    stimuli = out / "stimuli"
-    items = (overall_map_items if study.kind == "overall_map" else retrieval_items)(study, stimuli, rng)
-    order = rng.permutation(len(items))  # catch trials mixed in among the real items
-    ledger = Ledger.create(out, study.to_dict())
-    for slot, index in enumerate(order):
-        item = dict(items[index])
-        item["hit_index"], item["position"] = divmod(slot, study.items_per_hit)
-        ledger.items.append(item)
-    for index in range(study.hits):
-        hit_items = ledger.items_of_hit(index)
-        page = lab_html(study, hit_items, lambda name: f"../stimuli/{name}", action="#", progress=f"HIT {index + 1}")
-        (out / "hits").mkdir(parents=True, exist_ok=True)
-        (out / "hits" / f"hit-{index:03d}.html").write_text(page)
-        ledger.hits.append({"index": index,
-                            "unique_request_token": unique_request_token(study.study_id, ledger.build_id, index),
-                            "annotation": f"{study.study_id}:{ledger.build_id}:{index}",
-                            "hit_id": None, "status": "built", "items": [i["item_id"] for i in hit_items]})
-    ledger.save()
+    except StudyError as error:
+        raise StudyError(f"{out}: refusing to rebuild a folder whose ledger cannot be checked ({error}); "
+                         f"{advice}") from None
+    activity = existing.has_activity()
+    if activity:
+        raise StudyError(f"{out}: study {existing.study_id} holds {', '.join(activity)}; refusing to rebuild it: "
+                         f"{advice}")
+
+
+def build_study(study: Study, out: str | Path) -> Ledger:
+    """Render everything a study needs into ``out``; returns the saved ledger. Makes no AWS call.
+
+    Refuses a folder with launches, HIT ids, lab tokens or responses (:func:`refuse_rebuild`); the check and
+    the build hold the study lock, so a launch or lab server cannot slip in between.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with study_lock(out):
+        refuse_rebuild(out)
+        rng = np.random.default_rng(study.seed)
+        stimuli = out / "stimuli"
+        items = (overall_map_items if study.kind == "overall_map" else retrieval_items)(study, stimuli, rng)
+        order = rng.permutation(len(items))  # catch trials mixed in among the real items
+        ledger = Ledger.create(out, study.to_dict())
+        for slot, index in enumerate(order):
+            item = dict(items[index])
+            item["hit_index"], item["position"] = divmod(slot, study.items_per_hit)
+            ledger.items.append(item)
+        pages = out / "hits"
+        pages.mkdir(parents=True, exist_ok=True)
+        for stale in pages.glob("hit-*.html"):  # an earlier build's pages must not be reviewed by mistake
+            stale.unlink()
+        for index in range(study.hits):
+            hit_items = ledger.items_of_hit(index)
+            page = lab_html(study, hit_items, lambda name: f"../stimuli/{name}", action="#",
+                            progress=f"HIT {index + 1}")
+            write_bytes_atomic(pages / f"hit-{index:03d}.html", page.encode())
+            ledger.hits.append({"index": index,
+                                "unique_request_token": unique_request_token(study.study_id, ledger.build_id, index),
+                                "annotation": f"{study.study_id}:{ledger.build_id}:{index}",
+                                "hit_id": None, "status": "built", "items": [i["item_id"] for i in hit_items]})
+        ledger.save()
     return ledger
-
-
-def unique_request_token(study_id: str, build_id: str, index: int) -> str:
-    """Stable per (build, HIT): a relaunch after a crash re-sends the same token (MTurk dedupes for 24 h),
-    while a rebuild of the same study gets new tokens and can never adopt the old build's HITs."""
-    return hashlib.sha256(f"eml:{study_id}:{build_id}:{index}".encode()).hexdigest()[:40]

@@ -11,14 +11,16 @@ study's ``errors.parquet``.
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pandas as pd
 
 from amt.ledger import Ledger
-from amt.responses import (RESPONSES_SCHEMA, STUDY_ERRORS_SCHEMA, _problem, answer_rows, as_table, merge_responses,
-                           read_parquet, responses_lock, worker_hash, write_parquet)
+from amt.responses import _problem, answer_rows, merge_responses, read_study_table, worker_hash, write_study_table
+from amt.study import StudyError
+from eml_core.tables import frame
 
 RESPONSES_FILE = "responses.parquet"
 ERRORS_FILE = "errors.parquet"
@@ -54,33 +56,30 @@ def _radio_value(value):
 
 
 def _assignments(client, hit_id: str):
-    token = None
-    while True:
-        kwargs = {"HITId": hit_id, "MaxResults": 100, "AssignmentStatuses": ["Submitted", "Approved", "Rejected"]}
-        if token:
-            kwargs["NextToken"] = token
-        page = client.list_assignments_for_hit(**kwargs)
+    """Every submitted, approved or rejected assignment of a HIT (boto3's paginator follows NextToken)."""
+    pages = client.get_paginator("list_assignments_for_hit").paginate(
+        HITId=hit_id, AssignmentStatuses=["Submitted", "Approved", "Rejected"], PaginationConfig={"PageSize": 100})
+    for page in pages:
         yield from page.get("Assignments", [])
-        token = page.get("NextToken")
-        if not token:
-            return
 
 
 def collect(client, folder: str | Path, approve: bool = True, log=print) -> dict:
-    folder = Path(folder)
-    with responses_lock(folder):  # the lab server may be writing the same table
-        return _collect(client, folder, approve, log)
+    """Fetch, record, approve or hold every new assignment. Holds the study lock throughout: a ``reject``,
+    a lab submission or another collect waits, then sees everything this one wrote (and the reverse)."""
+    with Ledger.update(folder) as ledger:
+        return _collect(client, ledger, approve, log)
 
 
-def _collect(client, folder: Path, approve: bool, log) -> dict:
-    ledger = Ledger.load(folder)
-    responses = read_parquet(folder / RESPONSES_FILE, RESPONSES_SCHEMA)
-    errors = read_parquet(folder / ERRORS_FILE, STUDY_ERRORS_SCHEMA)
-    known_errors = set(zip(errors["item"], errors["problem"]))
+def _collect(client, ledger: Ledger, approve: bool, log) -> dict:
+    folder = ledger.folder
+    responses = read_study_table(folder, "responses")
+    errors = read_study_table(folder, "errors")
+    known_errors = set(zip(errors["item"], errors["problem"], strict=True))
     new_problems: list[dict] = []
     review = ledger.data.setdefault("review", {})
     approved = held = added = 0
-    launch = next((l for l in ledger.data.get("launches", []) if l.get("participated_qualification")), None)
+    launch = next((record for record in ledger.data.get("launches", []) if record.get("participated_qualification")),
+                  None)
     for hit in ledger.hits:
         if not hit.get("hit_id"):
             continue
@@ -92,13 +91,15 @@ def _collect(client, folder: Path, approve: bool, log) -> dict:
                 continue
             try:
                 answers = parse_answer_xml(assignment.get("Answer", ""))
-            except (ElementTree.ParseError, json.JSONDecodeError, AttributeError) as error:
-                new_problems.append(_problem("collect", assignment_id, f"unreadable answer document ({error})"))
-                continue
-            rows, problems = answer_rows(ledger, hit["index"], answers, source="mturk", assignment_id=assignment_id,
-                                         worker_id=assignment["WorkerId"], hit_id=hit["hit_id"],
-                                         accept_time=assignment.get("AcceptTime"),
-                                         submit_time=assignment.get("SubmitTime"))
+            except (ElementTree.ParseError, ValueError, AttributeError, TypeError, RecursionError) as error:
+                # held for review like any malformed answer: left alone, MTurk would auto-approve it
+                rows, problems = [], [_problem("collect", assignment_id,
+                                               f"unreadable answer document ({str(error)[:200]})")]
+            else:
+                rows, problems = answer_rows(ledger, hit["index"], answers, source="mturk",
+                                             assignment_id=assignment_id, worker_id=assignment["WorkerId"],
+                                             hit_id=hit["hit_id"], accept_time=assignment.get("AcceptTime"),
+                                             submit_time=assignment.get("SubmitTime"))
             new_problems += problems
             before = len(responses)
             responses, duplicates = merge_responses(responses, rows)
@@ -128,10 +129,9 @@ def _collect(client, folder: Path, approve: bool, log) -> dict:
                 held += 1
             ledger.save()
     fresh = [p for p in new_problems if (p["item"], p["problem"]) not in known_errors]
-    errors = as_table(pd.concat([errors, as_table(fresh, STUDY_ERRORS_SCHEMA)], ignore_index=True),
-                      STUDY_ERRORS_SCHEMA) if fresh else errors
-    write_parquet(folder / RESPONSES_FILE, responses, RESPONSES_SCHEMA)
-    write_parquet(folder / ERRORS_FILE, errors, STUDY_ERRORS_SCHEMA)
+    errors = frame("errors", pd.concat([errors, frame("errors", fresh)], ignore_index=True)) if fresh else errors
+    write_study_table(folder, "responses", responses)
+    write_study_table(folder, "errors", errors)
     ledger.save()
     summary = {"responses": len(responses), "added": added, "approved": approved, "held_for_review": held,
                "errors": len(fresh), "workers": responses["worker_hash"].nunique()}
@@ -139,14 +139,28 @@ def _collect(client, folder: Path, approve: bool, log) -> dict:
     return summary
 
 
-def reject(client, folder: str | Path, assignment_id: str, reason: str) -> None:
-    """Reject a held assignment; MTurk shows the worker the reason, so one is required."""
-    if not reason or not reason.strip():
-        from amt.study import StudyError
+ASSIGNMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_FEEDBACK = 1024  # MTurk's limit on RequesterFeedback
 
+
+def check_rejection(assignment_id: str, reason: str) -> str:
+    """The reason to send (stripped); StudyError for an id that is not an MTurk assignment id or a reason that
+    is blank or over MTurk's 1024 characters. Checked before any AWS client exists."""
+    if not isinstance(assignment_id, str) or not ASSIGNMENT_ID.match(assignment_id):
+        raise StudyError(f"reject: {str(assignment_id)[:80]!r} is not an MTurk assignment id "
+                         f"(letters, digits, '-' and '_', at most 64)")
+    if not isinstance(reason, str) or not reason.strip():
         raise StudyError("reject: a reason for the worker is required")
-    ledger = Ledger.load(folder)
-    client.reject_assignment(AssignmentId=assignment_id, RequesterFeedback=reason.strip())
-    ledger.data.setdefault("review", {}).pop(assignment_id, None)
-    ledger.data.setdefault("rejected", {})[assignment_id] = reason.strip()
-    ledger.save()
+    if len(reason.strip()) > MAX_FEEDBACK:
+        raise StudyError(f"reject: the reason is {len(reason.strip())} characters; MTurk takes at most {MAX_FEEDBACK}")
+    return reason.strip()
+
+
+def reject(client, folder: str | Path, assignment_id: str, reason: str) -> None:
+    """Reject an assignment; MTurk shows the worker the reason, so one is required (at most 1024 characters).
+    Under the study lock: a collect running meanwhile finishes first, and neither loses the other's update."""
+    reason = check_rejection(assignment_id, reason)
+    with Ledger.update(folder) as ledger:
+        client.reject_assignment(AssignmentId=assignment_id, RequesterFeedback=reason)
+        ledger.data.setdefault("review", {}).pop(assignment_id, None)
+        ledger.data.setdefault("rejected", {})[assignment_id] = reason

@@ -12,77 +12,53 @@ method: +2 = first method clearly more reasonable), ``catch_expected`` (A | B),
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import io
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from amt.hit_page import ANSWER_VALUES
-from eml_core.atomic import write_bytes_atomic
 from amt.ledger import Ledger
-
-RESPONSES_SCHEMA = pa.schema([
-    ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),
-    ("assignment_id", pa.string()), ("worker_hash", pa.string()), ("item_id", pa.string()), ("position", pa.int64()),
-    ("is_catch", pa.bool_()), ("method_a", pa.string()), ("method_b", pa.string()), ("answer_raw", pa.string()),
-    ("score_a", pa.int64()), ("first_method", pa.string()), ("score_first_method", pa.int64()),
-    ("catch_expected", pa.string()), ("catch_passed", pa.bool_()), ("accept_time", pa.string()),
-    ("submit_time", pa.string()), ("work_seconds", pa.float64()),
-])
-STUDY_ERRORS_SCHEMA = pa.schema([
-    ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
-    ("problem", pa.string()), ("severity", pa.string()),
-])
-
-
-@contextlib.contextmanager
-def responses_lock(folder: Path):
-    """An exclusive lock (across processes) for read-modify-write of a study's tables."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".responses.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+from eml_core.errors import EmlError
+from eml_core.results import ResultsLocation
+from eml_core.tables import frame
 
 
 def worker_hash(salt: str, worker_id: str) -> str:
     return hashlib.sha256(f"{salt}:{worker_id}".encode()).hexdigest()[:16]
 
 
-def as_table(rows, schema: pa.Schema) -> pd.DataFrame:
-    frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
-    for column in schema.names:
-        if column not in frame.columns:
-            frame[column] = None
-    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False).to_pandas()
+def write_study_table(folder: Path, name: str, table) -> str:
+    """Write ``<folder>/<name>.parquet`` atomically with the schema ``name`` of :mod:`eml_core.tables`."""
+    return ResultsLocation(folder).write_table(f"{name}.parquet", name, table)
 
 
-def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> Path:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(as_table(frame, schema), schema=schema, preserve_index=False), buffer)
-    return write_bytes_atomic(path, buffer.getvalue())
+def read_study_table(folder: Path, name: str) -> pd.DataFrame:
+    """A study table (empty when absent); StudyError naming the file when it is unreadable or of another schema."""
+    from amt.study import StudyError, one_line
 
-
-def read_parquet(path: Path, schema: pa.Schema) -> pd.DataFrame:
-    return as_table(pd.read_parquet(path), schema) if path.is_file() else as_table([], schema)
+    path = Path(folder) / f"{name}.parquet"
+    if path.exists() and not path.is_file():
+        raise StudyError(f"{path}: is not a file")
+    if not path.is_file():
+        return frame(name, [])
+    try:
+        return ResultsLocation(folder).read_table(f"{name}.parquet", name)
+    except EmlError as error:
+        raise StudyError(one_line(f"{path}: not a readable {name} table ({str(error)[:300]})")) from None
 
 
 def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, source: str, assignment_id: str,
-                worker_id: str, hit_id: str | None, accept_time=None, submit_time=None) -> tuple[list[dict], list[dict]]:
+                worker_id: str, hit_id: str | None, accept_time=None,
+                submit_time=None) -> tuple[list[dict], list[dict]]:
     """Rows for one submission (``answers``: field ``q<position>`` -> value) and the problems found in it."""
     items = ledger.items_of_hit(hit_index)
     first = ledger.data["study"]["methods"][0]
     rows, problems = [], []
     expected_fields = {f"q{i['position']}" for i in items}
-    for unknown in sorted(set(answers) - expected_fields):
-        problems.append(_problem("collect", assignment_id, f"answer field {unknown!r} matches no item of HIT {hit_index}"))
+    for unknown in sorted(set(answers) - expected_fields)[:20]:  # a hostile answer may carry thousands of fields
+        problems.append(_problem("collect", assignment_id,
+                                 f"answer field {unknown[:60]!r} matches no item of HIT {hit_index}"))
     worker = worker_hash(ledger.salt, worker_id)
     seconds = None
     if accept_time is not None and submit_time is not None:
@@ -92,7 +68,8 @@ def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, sour
         raw = answers.get(field)
         if raw not in ANSWER_VALUES:
             problems.append(_problem("collect", assignment_id,
-                                     f"item {item['item_id']} ({field}): malformed or missing answer {raw!r}"))
+                                     f"item {item['item_id']} ({field}): malformed or missing answer "
+                                     f"{(raw if raw is None else str(raw)[:60])!r}"))
             continue
         score = int(raw)
         if item["is_catch"]:
@@ -118,9 +95,9 @@ def _problem(stage: str, item: str, problem: str, severity: str = "error") -> di
 def merge_responses(existing: pd.DataFrame, new_rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
     """Add new rows, never duplicating (assignment, item); a worker answering an item twice keeps the first."""
     problems = []
-    seen_answers = set(zip(existing["assignment_id"], existing["item_id"]))
+    seen_answers = set(zip(existing["assignment_id"], existing["item_id"], strict=True))
     seen_worker_items = {(w, i): a for w, i, a in zip(existing["worker_hash"], existing["item_id"],
-                                                      existing["assignment_id"])}
+                                                      existing["assignment_id"], strict=True)}
     kept = []
     for row in new_rows:
         if (row["assignment_id"], row["item_id"]) in seen_answers:
@@ -136,5 +113,4 @@ def merge_responses(existing: pd.DataFrame, new_rows: list[dict]) -> tuple[pd.Da
         kept.append(row)
     if not kept:
         return existing, problems
-    return as_table(pd.concat([existing, as_table(kept, RESPONSES_SCHEMA)], ignore_index=True),
-                    RESPONSES_SCHEMA), problems
+    return frame("responses", pd.concat([existing, frame("responses", kept)], ignore_index=True)), problems

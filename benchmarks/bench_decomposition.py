@@ -155,7 +155,8 @@ def touch_all(explanation, image_size: tuple[int, int]) -> dict:
         out[f"overall_{side}"] = explanation.overall(side, bias=False)
         out[f"overall_bias_{side}"] = explanation.overall(side, bias=True)
         out[f"point_specific_{side}"] = explanation.point_specific(side, point_of(image_size), image_size=image_size)
-        out[f"partial_box_{side}"] = explanation.partial_embedding(side, boxes=box_of(image_size), image_size=image_size)
+        out[f"partial_box_{side}"] = explanation.partial_embedding(side, boxes=box_of(image_size),
+                                                                   image_size=image_size)
     out["completeness_residual"] = explanation.completeness_residual
     return out
 
@@ -335,7 +336,8 @@ def main(argv=None) -> int:
           f"nproc {info['nproc']}  torch threads {info['torch_threads']}")
     print(f"load average at start (1, 5, 15 min): {info['loadavg_start']}  "
           f"(> 0 before we start means other work shares the {info['nproc']} cores)")
-    print(f"model: {info['model']}; repeats {args.repeats} (median) after {args.warmup} warm-up round(s), rows interleaved")
+    print(f"model: {info['model']}; repeats {args.repeats} (median) after {args.warmup} warm-up round(s), "
+          f"rows interleaved")
 
     results = {"info": info, "groups": {}, "checks": [], "equivalence": []}
 
@@ -377,7 +379,7 @@ def main(argv=None) -> int:
         if size == 224:
             ours_cam = grad_cam(model, q, r)
             hooked = hook_grad_cam(model, q, r)
-            for side, theirs in zip(("query", "retrieved"), hooked):
+            for side, theirs in zip(("query", "retrieved"), hooked, strict=True):
                 eq.append(compare(f"{label} relu(grad_cam {side}) (c) vs hook Grad-CAM (e)", theirs.cpu().numpy(),
                                   torch.relu(ours_cam[side]), rtol=1e-3))
         results["equivalence"].extend(eq)
@@ -411,7 +413,8 @@ def main(argv=None) -> int:
             t.update({"ms_per_batch": per_batch, "ms_per_pair": per_pair, "ratio_to_a": per_batch / a_ms,
                       "ratio_to_a_of_minima": ratio_min,
                       "measured_pairs": 1 if key in per_pair_one else batch, "label": labels[key].strip()})
-            print(f"{labels[key]:46s} {fmt_ms(per_batch)} {fmt_ms(per_pair)} {per_batch / a_ms:8.3f} {ratio_min:9.3f}   "
+            print(f"{labels[key]:46s} {fmt_ms(per_batch)} {fmt_ms(per_pair)} {per_batch / a_ms:8.3f} "
+                  f"{ratio_min:9.3f}   "
                   f"({t['min_ms']:.1f}..{t['max_ms']:.1f})")
         results["groups"][label] = {"batch": batch, "image_size": list(image_size),
                                     "feature_size": list(feature_size), "timings": timings}

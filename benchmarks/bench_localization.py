@@ -28,10 +28,18 @@ import torch  # noqa: E402
 
 from eml_core.presentation import normalised_at_image_size  # noqa: E402
 from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS, sweep_thresholds  # noqa: E402
-from tasks.localization import (LocalizationConfig, cached_model, read_embeddings, run_embed_shard,  # noqa: E402
-                                run_load_dataset, run_localize_shard, run_make_pairs, shards)
+from tasks.configs import LocalizationConfig  # noqa: E402
+from tasks.localization import (  # noqa: E402
+    cached_model,
+    embed_shard,
+    load_dataset,
+    localize_shard,
+    make_pairs,
+    read_embeddings,
+    shards,
+)
 from tasks.provenance import model_fingerprint  # noqa: E402
-from tasks.summary import run_summarise  # noqa: E402
+from tasks.summary import summarise  # noqa: E402
 
 THRESHOLDS = tuple(sorted(set(FINE_THRESHOLDS) | set(PAPER_THRESHOLDS)))
 
@@ -40,20 +48,21 @@ def direct(dataset: str, model: str, out: str, shard_size: int) -> dict:
     """The flow's steps, called as plain functions in a loop (no Prefect)."""
     started = time.perf_counter()
     config = LocalizationConfig(dataset=dataset, model=model, out=out, shard_size=shard_size, thresholds=THRESHOLDS)
-    data = run_load_dataset(dataset)
+    data = load_dataset.fn(dataset)
     items = [i for i in data.items if i.split in config.splits]
-    embedded = [run_embed_shard(out, model, shard, n, config.device) for n, shard in enumerate(shards(items, shard_size))]
-    pairs, pair_errors = run_make_pairs(items, read_embeddings(out, [e["path"] for e in embedded]), config.pairing,
+    embedded = [embed_shard.fn(out, model, shard, n, config.device)
+                for n, shard in enumerate(shards(items, shard_size))]
+    pairs, pair_errors = make_pairs.fn(items, read_embeddings(out, [e["path"] for e in embedded]), config.pairing,
                                         config.seed, config.splits)
-    localized = [run_localize_shard(out, model, shard, n, config) for n, shard in enumerate(shards(pairs, shard_size))]
-    return run_summarise(config, data, embedded, pairs, pair_errors, localized, started)
+    localized = [localize_shard.fn(out, model, shard, n, config) for n, shard in enumerate(shards(pairs, shard_size))]
+    return summarise.fn(config, data, embedded, pairs, pair_errors, localized, started)
 
 
 def sweep_throughput(dataset: str, model: str, pairs: int = 16) -> dict:
     from eml_core.decomposition import explain_pair
     from eml_core.images import load_image
 
-    data = run_load_dataset(dataset)
+    data = load_dataset.fn(dataset)
     net = cached_model(model, model_fingerprint(model), "cpu")
     maps = []
     for item in data.items[:pairs]:
@@ -91,14 +100,15 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="eml-bench-")
     results = {}
     with prefect_test_harness(server_startup_timeout=120):
-        evaluate_localization(dataset=args.dataset, model=args.model, out=f"{work}/warmup", shard_size=args.shard_size,
-                              methods=["decomposition"], splits=["train"])  # server, imports and caches warm
+        evaluate_localization(LocalizationConfig(dataset=args.dataset, model=args.model, out=f"{work}/warmup",
+                                                 shard_size=args.shard_size, methods=("decomposition",),
+                                                 splits=("train",)))  # server, imports and caches warm
         for name in ("direct", "flow", "direct2", "flow2"):
             out = f"{work}/{name}"
             started = time.perf_counter()
             if name.startswith("flow"):
-                result = evaluate_localization(dataset=args.dataset, model=args.model, out=out,
-                                               shard_size=args.shard_size)
+                result = evaluate_localization(LocalizationConfig(dataset=args.dataset, model=args.model, out=out,
+                                                                  shard_size=args.shard_size))
             else:
                 result = direct(args.dataset, args.model, out, args.shard_size)
             results[name] = time.perf_counter() - started
@@ -108,7 +118,8 @@ def main() -> None:
     flow_time = (results["flow"] + results["flow2"]) / 2
     direct_time = (results["direct"] + results["direct2"]) / 2
     share = (flow_time - direct_time) / flow_time
-    print(f"orchestration share of wall time: {share * 100:.1f}% (flow {flow_time:.1f} s vs direct {direct_time:.1f} s, "
+    print(f"orchestration share of wall time: {share * 100:.1f}% "
+          f"(flow {flow_time:.1f} s vs direct {direct_time:.1f} s, "
           f"mean of 2 interleaved runs each; target < 15%)")
     if args.json:
         with open(args.json, "w") as handle:

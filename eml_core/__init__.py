@@ -11,13 +11,27 @@ Pure PyTorch / NumPy / OpenCV; works in a notebook with no Prefect server.
 """
 
 from eml_core.decomposition import PairExplanation, explain_pair, partial_similarity
-from eml_core.errors import (ArgumentError, EmlError, ImageError, ModelError, UnsupportedHeadError,
-                             WeightsUnavailableError)
+from eml_core.errors import (
+                             ArgumentError,
+                             EmlError,
+                             ImageError,
+                             ModelError,
+                             UnsupportedHeadError,
+                             WeightsUnavailableError,
+)
 from eml_core.gradcam import grad_cam, grad_cam_from_features
 from eml_core.heads import HEAD_KINDS, build_head
 from eml_core.images import LoadedImage, load_image
-from eml_core.models import (BACKBONES, EmbeddingModel, Preprocessing, build_model, inference_mode_of, load_model,
-                             model_from_spec, save_model)
+from eml_core.models import (
+                             BACKBONES,
+                             EmbeddingModel,
+                             Preprocessing,
+                             build_model,
+                             inference_mode_of,
+                             load_model,
+                             model_from_spec,
+                             save_model,
+)
 from eml_core.position_embeddings import PositionEmbeddings, position_embeddings
 from eml_core.presentation import normalise, overlay, present, rectify, top_fraction_mask, upsample
 

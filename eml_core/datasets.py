@@ -113,8 +113,7 @@ def _text_lines(path: Path, stage: str, errors: list[ErrorRecord]):
                 yield number, line
 
 
-def _read_table(path: Path, columns: int, stage: str, errors: list[ErrorRecord],
-                parse) -> dict[str, tuple]:
+def _read_table(path: Path, columns: int, stage: str, errors: list[ErrorRecord], parse) -> "_Rows":
     """Read a whitespace-separated annotation file into {id: parsed values} (with each id's line in
     ``.lines``); bad, duplicate and non-UTF-8 lines become error rows."""
     rows = _Rows()
@@ -149,7 +148,7 @@ class _Rows(dict):
         self.lines: dict[str, int] = {}
 
 
-def _report_orphans(table: dict, known: dict, path: Path, stage: str, errors: list[ErrorRecord]) -> None:
+def _report_orphans(table: "_Rows", known: dict, path: Path, stage: str, errors: list[ErrorRecord]) -> None:
     """Annotation lines for ids that the index does not list: ignored, but never silently."""
     for image_id in table:
         if image_id not in known:
@@ -231,9 +230,9 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     labels = _read_table(root / "image_class_labels.txt", 2, stage, errors, lambda f: (int(f[0]),))
     splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
     names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
-    for table, name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
-                        (splits, "train_test_split.txt")):
-        _report_orphans(table, paths, root / name, stage, errors)
+    for table, file_name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
+                             (splits, "train_test_split.txt")):
+        _report_orphans(table, paths, root / file_name, stage, errors)
     # ids whose annotation line was already reported as unparseable: report each problem once
     already_reported = {e.item for e in errors}
 
@@ -297,6 +296,49 @@ FOLDER_COLUMNS = ("image", "label", "split", "x", "y", "width", "height")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv module (and an editor) counts as the end of a line
 
 
+def read_csv_records(csv_path: Path, required: tuple[str, ...], stage: str, errors: list[ErrorRecord],
+                     hint: str = ""):
+    """``(header, records)`` of a UTF-8 CSV file; ``records`` yields ``(line, fields)`` for each non-blank record.
+
+    ``line`` is the *physical* line where the record starts (blank lines and quoted multi-line fields
+    counted), so it matches an editor. An unreadable record becomes an error row and the rest go on; a file
+    that is not UTF-8, empty, or lacks a required column is a DatasetError naming it.
+    """
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = csv_path.read_bytes()[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); "
+                           f"save the CSV as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DatasetError(f"{csv_path}: empty file (expected a header with {', '.join(required)})") from None
+    except csv.Error as error:
+        raise DatasetError(f"{csv_path}: unreadable header ({error})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}{hint}")
+
+    def records():
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                errors.append(ErrorRecord(stage, None, str(csv_path), reader.line_num,
+                                          f"unreadable CSV record ({error})"))
+                continue
+            # the record's first physical line: the lines it spans end at reader.line_num
+            first = reader.line_num - sum(len(LINE_BREAK.findall(field)) for field in fields)
+            if fields and any(field.strip() for field in fields):
+                yield first, fields
+
+    return header, records()
+
+
 def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str = "folder") -> Dataset:
     """Load an image folder described by a CSV (columns :data:`FOLDER_COLUMNS`).
 
@@ -312,41 +354,16 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     stage = "load_dataset"
     errors: list[ErrorRecord] = []
     items = []
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = csv_path.read_bytes()[:error.start].count(b"\n") + 1
-        raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8 ({error.reason}); save the CSV as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise DatasetError(f"{csv_path}: empty file (expected a header with {', '.join(FOLDER_COLUMNS)})") from None
-    except csv.Error as error:
-        raise DatasetError(f"{csv_path}: unreadable header ({error})") from None
-    missing = [c for c in ("image", "label", "split") if c not in header]
-    if missing:
-        raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(missing)}")
+    header, records = read_csv_records(csv_path, ("image", "label", "split"), stage, errors)
     seen_images: dict[str, int] = {}
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            errors.append(ErrorRecord(stage, None, str(csv_path), reader.line_num, f"unreadable CSV record ({error})"))
-            continue
-        # the record's first physical line: the lines it spans end at reader.line_num
-        number = reader.line_num - sum(len(LINE_BREAK.findall(field)) for field in fields)
-        if not fields or not any(field.strip() for field in fields):
-            continue
+    for number, fields in records:
         image_id = str(number)
         if len(fields) != len(header):
             errors.append(ErrorRecord(stage, image_id, str(csv_path), number,
                                       f"row has {len(fields)} fields, the header has {len(header)}: "
                                       f"{','.join(fields)[:80]!r}"))
             continue
-        row = dict(zip(header, fields))
+        row = dict(zip(header, fields, strict=True))
         try:
             label = int(row["label"])
             split = row["split"].strip()
@@ -385,33 +402,3 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
                 continue
         items.append(Item(image_id, str(path), relative, label, split, box, size))
     return Dataset(name, str(root), items, errors)
-
-
-def check_dataset_spec(spec: str) -> None:
-    """Fail fast (before any flow starts) on a malformed spec or a missing dataset folder."""
-    kind, _, argument = spec.partition(":")
-    if kind == "synthetic":
-        return
-    if kind not in ("cub", "folder") or not argument:
-        raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")
-    root = Path(argument.partition(",")[0])
-    if not root.is_dir():
-        raise DatasetError(f"dataset spec {spec!r}: folder {root} does not exist")
-
-
-def dataset_from_spec(spec: str) -> Dataset:
-    """``cub:PATH``, ``folder:ROOT`` or ``folder:ROOT,CSV``, or ``synthetic[:PATH]`` (generated if absent)."""
-    check_dataset_spec(spec)
-    kind, _, argument = spec.partition(":")
-    if kind == "cub" and argument:
-        return load_cub(argument)
-    if kind == "folder" and argument:
-        root, _, csv_file = argument.partition(",")
-        return load_folder(root, csv_file or None)
-    if kind == "synthetic":
-        from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
-
-        folder = ensure_synthetic_dataset(argument or DEFAULT_LOCATION)
-        dataset = load_cub(folder, name="synthetic")
-        return dataset
-    raise DatasetError(f"dataset spec {spec!r}: expected cub:PATH, folder:ROOT[,CSV] or synthetic[:PATH]")

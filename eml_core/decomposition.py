@@ -108,7 +108,7 @@ class PairExplanation:
         mine, _ = self._pair(side)
         if (points_xy is None) == (boxes is None):
             raise ArgumentError("points_xy/boxes", "give exactly one of points_xy or boxes")
-        size = tuple(image_size) if image_size is not None else self.input_sizes[side]
+        size = (int(image_size[0]), int(image_size[1])) if image_size is not None else self.input_sizes[side]
         if points_xy is not None:
             weights = point_weights(points_xy, size, mine.feature_size, argument=f"{side} points_xy")
         else:
@@ -122,6 +122,31 @@ class PairExplanation:
         f = self.partial_embedding(side, points_xy=points_xy, image_size=image_size)
         values = torch.einsum("bkl,bnl->bkn", f, other.features)
         return self._divide(values).view(self.batch_size, f.shape[1], *other.feature_size)
+
+    def point_specific_cells(self, side: str, cells) -> torch.Tensor:
+        """Maps over the *other* image for feature cells of ``side``: ``(B, K, h_other, w_other)``.
+
+        ``cells`` ``(B, K)`` (or ``(B,)``) are flat raster indices into ``side``'s
+        feature grid, one set per pair. The map of cell p is row p of P
+        (``F_p . F^other_x / Z``), which is also :meth:`point_specific` at the
+        pixel at the cell's centre (bilinear weight 1 there): one
+        matrix-vector product per cell, never all of P.
+        """
+        mine, other = self._pair(side)
+        cells = torch.as_tensor(cells, device=mine.features.device)
+        if cells.dim() == 1:
+            cells = cells.unsqueeze(1)
+        count = mine.features.shape[1]
+        if cells.dim() != 2 or cells.shape[0] != self.batch_size or cells.is_floating_point():
+            raise ArgumentError("cells", f"expected integer cell indices of shape ({self.batch_size}, K), "
+                                         f"got {tuple(cells.shape)} {cells.dtype}")
+        if cells.numel() and (int(cells.min()) < 0 or int(cells.max()) >= count):
+            raise ArgumentError("cells", f"cell indices must be in [0, {count}) for the {side} feature grid "
+                                         f"{mine.feature_size}")
+        index = cells.long().unsqueeze(-1).expand(-1, -1, mine.features.shape[-1])
+        f = mine.features.gather(1, index)                                    # (B, K, l)
+        values = torch.bmm(f, other.features.transpose(1, 2).to(f))          # (B, K, n_other)
+        return self._divide(values).view(self.batch_size, cells.shape[1], *other.feature_size)
 
     def partial_similarity(self, side: str, gallery_embeddings: torch.Tensor, points_xy=None, boxes=None,
                            image_size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -193,7 +218,8 @@ def explain_pair(
     query = as_image_batch(query, "query")
     retrieved = as_image_batch(retrieved, "retrieved")
     if query.shape[0] != retrieved.shape[0]:
-        raise ArgumentError("retrieved", f"batch of {retrieved.shape[0]} does not match the query batch of {query.shape[0]}")
+        raise ArgumentError("retrieved", f"batch of {retrieved.shape[0]} does not match the query batch of "
+                                         f"{query.shape[0]}")
     query = query.to(model_device(model))
     retrieved = retrieved.to(model_device(retrieved_model))
 
@@ -220,7 +246,8 @@ def explain_pair(
     return PairExplanation(
         query=pe_q, retrieved=pe_r, similarity_kind=similarity, normaliser=normaliser, similarity=score,
         degenerate=degenerate,
-        input_sizes={"query": tuple(query.shape[-2:]), "retrieved": tuple(retrieved.shape[-2:])},
+        input_sizes={"query": (int(query.shape[-2]), int(query.shape[-1])),
+                     "retrieved": (int(retrieved.shape[-2]), int(retrieved.shape[-1]))},
         feature_maps={"query": map_q, "retrieved": map_r},
         heads={"query": model.head, "retrieved": retrieved_model.head},
     )

@@ -37,7 +37,7 @@ def write_example_pair(folder: str | Path) -> tuple[Path, Path]:
     photo = np.asarray(Image.open(packaged_image("chelsea.png")).convert("RGB"))  # 300 x 451
     query = photo
     view = photo[20:290, 60:400][:, ::-1]  # crop around the cat, mirrored
-    view = np.asarray(Image.fromarray(np.ascontiguousarray(view)).resize((300, 238), Image.BILINEAR))
+    view = np.asarray(Image.fromarray(np.ascontiguousarray(view)).resize((300, 238), Image.Resampling.BILINEAR))
     query_path, retrieved_path = folder / "query.png", folder / "retrieved.png"
     Image.fromarray(query).save(query_path)
     Image.fromarray(view).save(retrieved_path)

@@ -63,30 +63,32 @@ def build_head(
 
     gap = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
     gmp = [nn.AdaptiveMaxPool2d(1), nn.Flatten(1)]
+    dim = embedding_dim or channels  # checked above for the heads with a Linear layer
     if kind == "gap":
         layers = gap
     elif kind == "gmp":
         layers = gmp
     elif kind == "gap_fc":
-        layers = [*gap, nn.Linear(channels, embedding_dim)]
+        layers = [*gap, nn.Linear(channels, dim)]
     elif kind == "gmp_fc":
-        layers = [*gmp, nn.Linear(channels, embedding_dim)]
+        layers = [*gmp, nn.Linear(channels, dim)]
     elif kind == "gap_bn":
         neck = nn.BatchNorm1d(channels)
         neck.bias.requires_grad_(False)  # BNNeck (Luo et al. 2019): no shift, as in re-id
         layers = [*gap, neck]
     elif kind == "flatten_fc_bn":
         if feature_size is None:
-            raise ArgumentError("input_size", "head 'flatten_fc_bn' needs a fixed input size (its Linear layer sees every position)")
+            raise ArgumentError("input_size", "head 'flatten_fc_bn' needs a fixed input size "
+                                              "(its Linear layer sees every position)")
         h, w = feature_size
         layers = [
             nn.BatchNorm2d(channels),
             nn.Dropout(dropout),
             nn.Flatten(1),
-            nn.Linear(channels * h * w, embedding_dim),
-            nn.BatchNorm1d(embedding_dim),
+            nn.Linear(channels * h * w, dim),
+            nn.BatchNorm1d(dim),
         ]
     else:  # gap_fc_relu_fc
-        hidden = hidden_dim or max(embedding_dim, 512)
-        layers = [*gap, nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, embedding_dim)]
+        hidden = hidden_dim or max(dim, 512)
+        layers = [*gap, nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, dim)]
     return nn.Sequential(*layers)

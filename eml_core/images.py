@@ -46,7 +46,8 @@ def check_pixel_count(path: object, width: int, height: int) -> None:
     limit = max_image_pixels()
     if width * height > limit:
         raise ImageError(path, f"image declares {width}x{height} = {width * height:,} pixels, over the limit of "
-                               f"{limit:,} ({MAX_PIXELS_VARIABLE}); refusing to decode it (possible decompression bomb)")
+                               f"{limit:,} ({MAX_PIXELS_VARIABLE}); refusing to decode it "
+                               f"(possible decompression bomb)")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from eml_core.errors import EmlError
 from eml_core.images import load_image
 from eml_core.methods import DEFAULT_METHODS, method_maps
 from eml_core.presentation import normalised_at_image_size
-from eml_core.sweep import FINE_THRESHOLDS, sweep_thresholds
+from eml_core.sweep import FINE_THRESHOLDS, sweep_thresholds, threshold_size
 
 
 def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHODS, device: str = "cpu"):
@@ -30,15 +30,19 @@ def pair_maps(model, query_path: str, retrieved_path: str, methods=DEFAULT_METHO
 
 
 def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESHOLDS, connectivity: int = 4,
-                   batch_size: int = 16, device: str = "cpu", stage: str = "localize", sides=("query",)):
+                   batch_size: int = 16, device: str = "cpu", stage: str = "localize", sides=("query",),
+                   resolution: str = "image"):
     """Sweep every method's map of the ``sides`` of every pair; returns ``(rows, errors)``.
 
     By default only the query side is scored: with one pair per image (its
     nearest same-class partner) every image is then localized exactly once, on
     the map explaining its own pair. ``sides=("query", "retrieved")`` scores both.
     ``rows`` follow the ``localization_items`` schema; an unreadable image sends
-    its pair to ``errors`` and the rest go on.
+    its pair to ``errors`` and the rest go on. ``resolution``: ``"image"``
+    thresholds each map at its image's size, ``"authors_224"`` at 224 x 224 with
+    boxes scaled back to the image (:mod:`eml_core.sweep`).
     """
+    threshold_size((1, 1), resolution)   # refuse an unknown resolution before any work
     rows, errors = [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
@@ -72,12 +76,13 @@ def localize_pairs(model, pairs, methods=DEFAULT_METHODS, thresholds=FINE_THRESH
                     errors.append(ErrorRecord(stage, chunk[i].pair_id, None, None, f"explanation failed: {error}"))
                 continue
             rows.extend(_sweep_rows([chunk[i] for i in group], maps, methods, thresholds, connectivity, sides,
-                                    min_side=model.stride or 1, stage=stage, errors=errors))
+                                    min_side=model.stride or 1, stage=stage, errors=errors,
+                                    resolution=resolution))
     return rows, errors
 
 
 def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side: int = 1, stage: str = "localize",
-                errors: list | None = None) -> list[dict]:
+                errors: list | None = None, resolution: str = "image") -> list[dict]:
     """``localization_items`` rows of a batch of explained pairs.
 
     An image smaller than one feature cell (``min_side``, the backbone's stride)
@@ -98,8 +103,9 @@ def _sweep_rows(pairs, maps, methods, thresholds, connectivity, sides, min_side:
                                               f"localized ({side} of pair {pair.pair_id})"))
                 continue
             for method in methods:
-                normalised, flagged = normalised_at_image_size(maps[method][side][row_index], item.size)
-                for result in sweep_thresholds(normalised, item.box, thresholds, connectivity):
+                normalised, flagged = normalised_at_image_size(maps[method][side][row_index],
+                                                               threshold_size(item.size, resolution))
+                for result in sweep_thresholds(normalised, item.box, thresholds, connectivity, image_size=item.size):
                     box = result.box or (None, None, None, None)
                     rows.append({
                         "pair_id": pair.pair_id, "image_id": item.image_id, "image": item.relative_path,

@@ -46,8 +46,8 @@ class Preprocessing:
     """
 
     input_size: tuple[int, int] | None = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     channel_order: str = "RGB"
     scale: float = 1.0
 
@@ -346,13 +346,14 @@ def _builtin_from_config(config: dict, source: str) -> "EmbeddingModel":
         backbone, head, _bounded_int(config.get("embedding_dim"), "embedding_dim", source, 1, MAX_EMBEDDING_DIM),
         pretrained=False, input_size=size,
         hidden_dim=_bounded_int(config.get("hidden_dim"), "hidden_dim", source, 1, MAX_EMBEDDING_DIM),
-        seed=_bounded_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1, optional=False),
+        seed=_bounded_int(config.get("seed", 0), "seed", source, 0, 2**63 - 1, optional=False) or 0,
     )
 
 
 def _preprocessing_from_payload(saved: object, source: str) -> "Preprocessing":
     if not isinstance(saved, dict) or not set(saved) <= set(Preprocessing.__dataclass_fields__):
-        raise ModelError(f"{source}: 'preprocessing' must be a mapping of {', '.join(Preprocessing.__dataclass_fields__)}")
+        raise ModelError(f"{source}: 'preprocessing' must be a mapping of "
+                         f"{', '.join(Preprocessing.__dataclass_fields__)}")
     try:
         size = saved.get("input_size")
         if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
@@ -368,15 +369,21 @@ def _preprocessing_from_payload(saved: object, source: str) -> "Preprocessing":
     return preprocessing
 
 
-def _read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
-    """The checkpoint's payload, weights-only; every malformed file is one ModelError naming it."""
+MODEL_KINDS = ("builtin", "factory")
+
+
+def _read_checkpoint(path: Path, map_location, mmap: bool = False, kinds: tuple[str, ...] = MODEL_KINDS) -> dict:
+    """The checkpoint's payload, weights-only; every malformed file is one ModelError naming it.
+
+    ``kinds``: the config kinds the caller can rebuild (single models here; ``crossview`` in
+    :mod:`eml_core.crossview_model`)."""
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
         if mmap:  # an older (non-zip) serialisation cannot be memory-mapped: read it whole
-            return _read_checkpoint(path, map_location)
+            return _read_checkpoint(path, map_location, kinds=kinds)
         raise ModelError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not an eml checkpoint (expected format {CHECKPOINT_FORMAT!r})")
@@ -386,7 +393,13 @@ def _read_checkpoint(path: Path, map_location, mmap: bool = False) -> dict:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ModelError(f"{path}: checkpoint 'state_dict' must map parameter names to tensors")
     kind = payload["config"].get("kind")
-    if kind not in ("builtin", "factory"):
+    if kind not in kinds:
+        if kind == "crossview":
+            raise ModelError(f"{path}: is a two-branch cross-view checkpoint; load it with "
+                             f"eml_core.crossview_model.load_crossview_model")
+        if kind in MODEL_KINDS:
+            raise ModelError(f"{path}: is a single-branch model checkpoint (kind {kind!r}), not a cross-view one; "
+                             f"load it with eml_core.models.load_model")
         raise ModelError(f"{path}: unknown model kind {kind!r} in checkpoint config")
     return payload
 
@@ -400,7 +413,8 @@ def check_checkpoint(path: str | Path, factory: str | None = None) -> None:
         _scalar_kwargs(payload["config"].get("factory_kwargs"), str(path))
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", factory: str | None = None) -> EmbeddingModel:
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               factory: str | None = None) -> EmbeddingModel:
     """Rebuild a model saved by :func:`save_model`.
 
     The file is data, never code: tensors are read with weights-only unpickling,
@@ -493,8 +507,11 @@ def is_factory_spec(spec: str) -> bool:
     return bool(sep) and function.isidentifier() and all(part.isidentifier() for part in module_name.split("."))
 
 
-def check_model_spec(spec: str, factory: str | None = None) -> None:
-    """Cheap checks of a spec before a flow starts: names, file existence, factory trust. Builds nothing."""
+def check_model_spec(spec: str, factory: str | None = None, must_exist: bool = True) -> None:
+    """Cheap checks of a spec before a flow starts: names, file existence, factory trust. Builds nothing.
+
+    Without ``must_exist`` only the form is checked (a deployment's checkpoint path names a file on the
+    worker, checked there)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelError(f"model spec {spec!r}: expected a non-empty string")
     left, sep, right = spec.partition(":")
@@ -509,6 +526,8 @@ def check_model_spec(spec: str, factory: str | None = None) -> None:
         return
     if sep and right in HEAD_KINDS:
         raise ModelError(f"model spec {spec!r}: unknown backbone {left!r}; choose one of {', '.join(BACKBONES)}")
+    if not must_exist and ("/" in spec or spec.endswith((".pt", ".pth"))):
+        return
     if Path(spec).exists():
         raise ModelError(f"model spec {spec!r}: is not a file")
     raise ModelError(

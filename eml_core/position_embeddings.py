@@ -50,8 +50,8 @@ class PositionEmbeddings:
     @property
     def feature_grid(self) -> torch.Tensor:
         """F as ``(B, h, w, l)``."""
-        b, _, l = self.features.shape
-        return self.features.view(b, *self.feature_size, l)
+        batch, _, dim = self.features.shape
+        return self.features.view(batch, *self.feature_size, dim)
 
 
 def position_embeddings(head: nn.Module, feature_map: torch.Tensor, method: str = "auto") -> PositionEmbeddings:
@@ -120,7 +120,8 @@ def _closed_form(head: nn.Module, feature_map: torch.Tensor) -> PositionEmbeddin
         embedding = embedding.flatten(1)
     return PositionEmbeddings(
         features=state.x, bias=state.bias, embedding=embedding, feature_size=(h, w),
-        method="closed_form", linearisation_residual=torch.zeros(batch, dtype=feature_map.dtype, device=feature_map.device),
+        method="closed_form",
+        linearisation_residual=torch.zeros(batch, dtype=feature_map.dtype, device=feature_map.device),
     )
 
 
@@ -133,6 +134,7 @@ def _batchnorm_scale_shift(layer: nn.modules.batchnorm._BatchNorm):
     scale = torch.rsqrt(layer.running_var + layer.eps)
     if layer.weight is not None:
         scale = scale * layer.weight
+    assert layer.running_mean is not None  # checked by the caller: eval-mode BN with running statistics
     shift = -layer.running_mean * scale
     if layer.bias is not None:
         shift = shift + layer.bias
@@ -148,6 +150,7 @@ def _slopes(layer: nn.Module, pre_activation: torch.Tensor) -> torch.Tensor:
         negative = torch.full_like(pre_activation, layer.negative_slope)
         return torch.where(positive, torch.ones_like(pre_activation), negative)
     # PReLU: one slope or one per channel (dimension 1)
+    assert isinstance(layer, nn.PReLU)
     weight = layer.weight
     shape = [1] * pre_activation.dim()
     if weight.numel() > 1:
@@ -274,7 +277,8 @@ def _taylor(head: nn.Module, feature_map: torch.Tensor, chunk_elements: int = 1 
         stop = min(positions, start + chunk)
         eye = torch.zeros(stop - start, positions, dtype=feature_map.dtype, device=feature_map.device)
         eye[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        tangents = (flat.unsqueeze(0) * eye.view(stop - start, 1, 1, positions)).view(stop - start, batch, channels, h, w)
+        tangents = (flat.unsqueeze(0) * eye.view(stop - start, 1, 1, positions)).view(
+            stop - start, batch, channels, h, w)
         with torch.no_grad():
             pieces.append(vmap(directional_derivative)(tangents))  # (chunk, B, l)
     features = torch.cat(pieces, 0).transpose(0, 1).contiguous()  # (B, N, l)

@@ -79,7 +79,7 @@ def overlay(image_rgb: np.ndarray, heatmap: np.ndarray | torch.Tensor, alpha: fl
     heat = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
     if heat.shape != image_rgb.shape[:2]:
         raise ArgumentError("heatmap", f"size {heat.shape} does not match the image {image_rgb.shape[:2]}")
-    coloured = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)[:, :, ::-1]
+    coloured = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     blended = (1 - alpha) * image_rgb.astype(np.float32) + alpha * coloured.astype(np.float32)
     return np.clip(blended, 0, 255).round().astype(np.uint8)
 

@@ -176,3 +176,27 @@ class ResultsLocation:
             return json.loads(self.read_bytes(relative))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ResultsError(f"{self.location_of(relative)}: not valid JSON ({error})") from None
+
+
+LATEST = "latest.json"  # in <root>/<kind>/: the newest finished run of that kind (tasks/runs.py keeps it)
+
+
+def resolve_run(location: str, kind: str) -> ResultsLocation:
+    """The run a location names: a run folder itself (it holds ``manifest.json``), a kind's folder
+    (``<root>/<kind>``, its ``latest`` run), or a results root (``<root>``, its ``<kind>/latest`` run).
+    Raises ResultsError naming what is missing."""
+    store = ResultsLocation(location)
+    if store.exists("manifest.json"):
+        return store
+    for folder, pointer_path in (("", LATEST), (kind, f"{kind}/{LATEST}")):
+        if store.exists(pointer_path):
+            try:
+                pointer = store.read_json(pointer_path)
+                run_id = pointer["run_id"]
+            except (EmlError, KeyError, TypeError) as error:
+                raise ResultsError(f"{store.location_of(pointer_path)}: unreadable pointer ({error})") from None
+            if not isinstance(run_id, str) or "/" in run_id or ".." in run_id:
+                raise ResultsError(f"{store.location_of(pointer_path)}: not a run id: {run_id!r}")
+            return store.child(f"{folder}/{run_id}" if folder else run_id)
+    raise ResultsError(f"{store.location_of('')}: neither a {kind} run (no manifest.json) nor a folder holding "
+                       f"finished {kind} runs (no {LATEST} or {kind}/{LATEST})")

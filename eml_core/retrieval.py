@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eml_core.datasets import ErrorRecord, Item
 from eml_core.batches import equal_shape_batches, load_batch
+from eml_core.datasets import ErrorRecord, Item
 from eml_core.errors import EmlError
 from eml_core.models import EmbeddingModel, inference_mode_of
 
@@ -84,6 +84,7 @@ def same_class_pairs(items: list[Item], embeddings: torch.Tensor | None = None, 
                                       "warning"))
             continue
         if mode == "nearest":
+            assert unit is not None  # checked above: nearest pairing has embeddings
             scores = unit[partners] @ unit[index]
             best = partners[int(torch.argmax(scores))]
             similarity = float(scores.max())
@@ -116,7 +117,7 @@ def region_rankings(model: EmbeddingModel, queries: list[Item], gallery: list[It
     unit_gallery = torch.nn.functional.normalize(gallery_embeddings, dim=1)
     rows = []
     with inference_mode_of(model), torch.no_grad():
-        for query, tensor in zip(kept_queries, tensors):
+        for query, tensor in zip(kept_queries, tensors, strict=True):
             feature_map = compute_feature_map(model, tensor.unsqueeze(0).to(device), query.path)
             pe = position_embeddings(model.head, feature_map)
             weights = box_weights([query.box], query.size, pe.feature_size).to(pe.features)

@@ -60,7 +60,8 @@ def box_weights(boxes_xyxy, image_size: tuple[int, int], feature_size: tuple[int
     height, width = image_size
     rows = []
     for x0, y0, x1, y1 in boxes.tolist():
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        finite = all(math.isfinite(v) for v in (x0, y0, x1, y1))
+        if not finite or not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise ArgumentError(argument, f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) must satisfy 0 <= x0 < x1 <= {width} "
                                           f"and 0 <= y0 < y1 <= {height} in the {width}x{height} image")
         wx = _axis_weights(_covered_pixels(x0, x1), width, feature_size[1]).mean(0)

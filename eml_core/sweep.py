@@ -12,9 +12,30 @@ for IoU criteria delta in {0.3, 0.5, 0.7}, the best over t of the share of image
 with IoU >= delta.
 
 Boxes are pixel edges ``(x0, y0, x1, y1)``: a component covering columns
-3..5 has x0 = 3, x1 = 6. Components come from OpenCV
-(``cv2.connectedComponentsWithStats``), 4-connected by default; among
-components of equal area the first in raster order wins.
+3..5 has x0 = 3, x1 = 6. Components are 4-connected by default (8 optional).
+
+Two algorithms give the same boxes (``sweep_thresholds(..., algorithm=...)``):
+
+* ``"union_find"`` (default): one pass over the pixels for all thresholds
+  (:mod:`eml_core.component_sweep`); its cost hardly grows with the number of
+  thresholds.
+* ``"opencv"``: the reference, one ``cv2.connectedComponentsWithStats`` per
+  threshold on the mask cropped to its bounding rows and columns.
+
+**Tie rule** (components of equal largest area): the first in OpenCV's label
+order on that crop wins. At 4-connectivity that is the component whose first
+pixel in raster order comes first. At 8-connectivity OpenCV labels 2x2 blocks
+(Spaghetti), so it is the component whose first 2x2 block comes first in block
+raster order, blocks anchored at the mask's top-left bounding corner: e.g.
+single pixels at (row 0, column 3) and (row 1, column 0) tie, and (1, 0) wins
+at 8-connectivity (block (0, 0) before block (0, 1)) but (0, 3) at 4.
+
+**Resolution.** ``"image"`` (default): the map is thresholded at the original
+image size. ``"authors_224"``: the authors' resolution as issue 13 describes it
+(their public code has no localization script to compare with): the map is
+thresholded at 224 x 224 and each box edge is scaled back to the image, x * W / 224 and y * H / 224 in
+float64, not rounded (so the IoU equals the IoU at 224 x 224 against the
+ground-truth box scaled the same way, IoU being invariant under axis scaling).
 """
 
 from __future__ import annotations
@@ -30,6 +51,9 @@ PAPER_THRESHOLDS = (0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 FINE_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(100))  # 0.00, 0.01, ..., 0.99
 MAXBOXACC_IOUS = (0.3, 0.5, 0.7)
 CORRECT_IOU = 0.5
+ALGORITHMS = ("union_find", "opencv")
+RESOLUTIONS = ("image", "authors_224")
+AUTHORS_SIZE = (224, 224)  # (height, width) at which the authors threshold every map
 
 Box = tuple[float, float, float, float]
 
@@ -69,9 +93,54 @@ class ThresholdResult:
 
 
 def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=PAPER_THRESHOLDS,
-                     connectivity: int = 4) -> list[ThresholdResult]:
-    """Box and IoU for each threshold t of a map already normalised to [0, 1] at image size."""
-    results = []
+                     connectivity: int = 4, algorithm: str = "union_find",
+                     image_size: tuple[int, int] | None = None) -> list[ThresholdResult]:
+    """Box and IoU for each threshold t (in the given order) of a map normalised to [0, 1].
+
+    The mask of t is ``normalised_map > t`` exactly as NumPy compares (strict:
+    a pixel equal to t is outside; a Python float t is cast to the map's float
+    dtype first, a NumPy scalar is promoted); its box is the largest component's
+    (tie rule in the module docstring). ``algorithm``: ``"union_find"`` (one pass,
+    default) or ``"opencv"`` (one labelling per threshold, the reference); both
+    give identical boxes. ``image_size`` = (height, width) of the image the
+    ground truth refers to, when the map was thresholded at another size
+    (``resolution="authors_224"``): boxes are then scaled to it
+    (:func:`scale_box`) before the IoU. By default the map is at image size.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ArgumentError("algorithm", f"expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    thresholds = list(thresholds)   # read twice below
+    if algorithm == "union_find":
+        boxes = largest_component_boxes(normalised_map, thresholds, connectivity)
+    else:
+        boxes = _opencv_boxes(normalised_map, thresholds, connectivity)
+    map_size = tuple(np.shape(normalised_map))
+    if image_size is not None and tuple(image_size) != map_size:
+        boxes = [scale_box(box, map_size, image_size) for box in boxes]
+    ious = box_ious(boxes, ground_truth)
+    return [ThresholdResult(float(t), box, iou) for t, box, iou in zip(thresholds, boxes, ious, strict=True)]
+
+
+def box_ious(boxes: list[Box | None], ground_truth: Box | None) -> list[float]:
+    """:func:`box_iou` of every box with one ground truth, vectorised (the same float64 operations, same order)."""
+    if ground_truth is None or not boxes:
+        return [0.0] * len(boxes)
+    found = np.array([box is not None for box in boxes])
+    a = np.array([box if box is not None else (0.0, 0.0, 0.0, 0.0) for box in boxes], dtype=np.float64)
+    b = ground_truth
+    width = np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0])
+    height = np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1])
+    intersection = np.maximum(0.0, width) * np.maximum(0.0, height)
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + float((b[2] - b[0]) * (b[3] - b[1])) - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(found & (union > 0), intersection / union, 0.0)
+    return iou.tolist()
+
+
+def _opencv_boxes(normalised_map: np.ndarray, thresholds, connectivity: int) -> list[Box | None]:
+    """The reference: one OpenCV labelling per threshold."""
+    _check_map(normalised_map)
+    boxes: list[Box | None] = []
     for threshold in thresholds:
         mask = normalised_map > threshold
         # Label only the rows and columns the mask touches: same components, far fewer pixels at high t.
@@ -80,9 +149,95 @@ def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=P
         if rows.size:
             top, left = int(rows[0]), int(columns[0])
             inner = largest_component_box(mask[top:rows[-1] + 1, left:columns[-1] + 1], connectivity)
+            assert inner is not None  # the cropped mask has set pixels, hence a component
             box = (inner[0] + left, inner[1] + top, inner[2] + left, inner[3] + top)
-        results.append(ThresholdResult(float(threshold), box, box_iou(box, ground_truth)))
-    return results
+        boxes.append(box)
+    return boxes
+
+
+def largest_component_boxes(normalised_map: np.ndarray, thresholds, connectivity: int = 4) -> list[Box | None]:
+    """Largest-component box of ``normalised_map > t`` for every t, in one union-find pass.
+
+    Same boxes as one :func:`largest_component_box` per threshold on the mask
+    cropped to its bounding rows and columns (the ``"opencv"`` algorithm), tie
+    rule included; the algorithm is in :mod:`eml_core.component_sweep`. Each
+    threshold is first turned into the float64 value that NumPy's ``map > t``
+    effectively compares against (see :func:`comparison_thresholds`), so
+    float32 maps and Python-float thresholds behave exactly as in NumPy.
+    Integer and boolean maps are compared as float64 (as NumPy does with a float t).
+    """
+    if connectivity not in (4, 8):
+        raise ArgumentError("connectivity", f"must be 4 or 8, got {connectivity}")
+    _check_map(normalised_map)
+    values = np.asarray(normalised_map)
+    effective = comparison_thresholds(values.dtype, thresholds)
+    if values.dtype not in (np.float32, np.float64):   # native float32/float64 only: one compiled kernel each
+        values = values.astype(np.float64)
+    values = np.ascontiguousarray(values)
+    usable = ~np.isnan(effective)          # map > NaN is all False
+    grid = np.unique(effective[usable])     # sorted, duplicates once
+    if grid.size == 0 or values.size == 0:
+        return [None] * len(effective)
+    from eml_core import component_sweep  # numba: imported on the first one-pass sweep only
+
+    if max(values.shape) >= component_sweep.MAX_SIDE:
+        raise ArgumentError("normalised_map", f"a side of {max(values.shape)} pixels is more than the one-pass "
+                                              f"sweep handles ({component_sweep.MAX_SIDE - 1}); use algorithm='opencv'")
+    found = component_sweep.largest_component_boxes(values, grid, connectivity == 8)
+    index = np.searchsorted(grid, np.where(usable, effective, 0.0))
+    boxes: list[Box | None] = []
+    for position, ok in zip(index.tolist(), usable.tolist(), strict=True):
+        x0, y0, x1, y1 = found[position].tolist() if ok else (-1, 0, 0, 0)
+        boxes.append((float(x0), float(y0), float(x1), float(y1)) if x0 >= 0 else None)
+    return boxes
+
+
+def comparison_thresholds(map_dtype, thresholds) -> np.ndarray:
+    """The float64 value each t is compared with in NumPy's ``map > t`` (NEP 50 promotion).
+
+    For a floating-point map, a Python number is cast to the map's dtype (a
+    float32 map compares with float32(0.15) = 0.15000000596...) and a NumPy
+    scalar promotes with it (a float64 t against a float32 map compares
+    exactly). The cast value, widened to float64, gives the same comparison with
+    the map's values widened to float64. An integer or boolean map compares
+    with t itself (as float64).
+    """
+    thresholds = list(thresholds)
+    if not np.issubdtype(map_dtype, np.floating):
+        return np.asarray(thresholds, dtype=np.float64).reshape(len(thresholds))
+    out = np.empty(len(thresholds), dtype=np.float64)
+    by_type: dict[type, list[int]] = {}
+    for i, threshold in enumerate(thresholds):
+        by_type.setdefault(type(threshold), []).append(i)
+    for indices in by_type.values():
+        common = np.result_type(map_dtype, thresholds[indices[0]])
+        out[indices] = np.asarray([thresholds[i] for i in indices]).astype(common).astype(np.float64)
+    return out
+
+
+def _check_map(normalised_map) -> None:
+    if np.ndim(normalised_map) != 2:
+        raise ArgumentError("normalised_map",
+                            f"expected a 2-D map (height, width), got shape {np.shape(normalised_map)}")
+
+
+def threshold_size(image_size: tuple[int, int], resolution: str = "image") -> tuple[int, int]:
+    """(height, width) at which the map of an image of ``image_size`` is thresholded."""
+    if resolution not in RESOLUTIONS:
+        raise ArgumentError("resolution", f"expected one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+    return (int(image_size[0]), int(image_size[1])) if resolution == "image" else AUTHORS_SIZE
+
+
+def scale_box(box: Box | None, from_size: tuple[int, int], to_size: tuple[int, int]) -> Box | None:
+    """A pixel-edge box of a (height, width) = ``from_size`` map in ``to_size`` coordinates.
+
+    x * W_to / W_from and y * H_to / H_from in float64, not rounded.
+    """
+    if box is None:
+        return None
+    (from_height, from_width), (to_height, to_width) = from_size, to_size
+    return (box[0] * to_width / from_width, box[1] * to_height / from_height,
+            box[2] * to_width / from_width, box[3] * to_height / from_height)
 
 
 def accuracy_table(rows, thresholds=PAPER_THRESHOLDS):

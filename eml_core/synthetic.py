@@ -54,7 +54,7 @@ class SyntheticConfig:
 def _object_cutout(file_name: str, class_index: int) -> tuple[np.ndarray, np.ndarray]:
     """(RGB float image, boolean mask) of one object, at most 256 px on its longer side."""
     image = Image.open(packaged_image(file_name))
-    image.thumbnail((256, 256), Image.BILINEAR)
+    image.thumbnail((256, 256), Image.Resampling.BILINEAR)
     if image.mode in ("RGBA", "LA"):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
         rgb, mask = rgba[..., :3], rgba[..., 3] > 0.5
@@ -77,7 +77,7 @@ def _background(rng: np.random.Generator, textures: list[np.ndarray], height: in
     texture = textures[rng.integers(len(textures))]
     scale = max(height / texture.shape[0], width / texture.shape[1]) * rng.uniform(1.0, 1.6)
     size = (int(np.ceil(texture.shape[1] * scale)), int(np.ceil(texture.shape[0] * scale)))
-    resized = np.asarray(Image.fromarray((texture * 255).astype(np.uint8)).resize(size, Image.BILINEAR),
+    resized = np.asarray(Image.fromarray((texture * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
                          dtype=np.float32) / 255.0
     top = rng.integers(0, resized.shape[0] - height + 1)
     left = rng.integers(0, resized.shape[1] - width + 1)
@@ -94,9 +94,10 @@ def _compose(rng: np.random.Generator, config: SyntheticConfig, cutout, textures
     longer = rng.uniform(config.min_scale, config.max_scale) * min(height, width)
     factor = longer / max(rgb.shape[:2])
     obj_w, obj_h = max(8, int(round(rgb.shape[1] * factor))), max(8, int(round(rgb.shape[0] * factor)))
-    obj = np.asarray(Image.fromarray((rgb * 255).astype(np.uint8)).resize((obj_w, obj_h), Image.BILINEAR),
+    obj = np.asarray(Image.fromarray((rgb * 255).astype(np.uint8)).resize((obj_w, obj_h), Image.Resampling.BILINEAR),
                      dtype=np.float32) / 255.0
-    obj_mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((obj_w, obj_h), Image.NEAREST)) > 127
+    obj_mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((obj_w, obj_h),
+                                                                              Image.Resampling.NEAREST)) > 127
     if rng.random() < 0.5:
         obj, obj_mask = obj[:, ::-1], obj_mask[:, ::-1]
     gains = rng.uniform(0.75, 1.25, size=3) * rng.uniform(0.85, 1.15)
@@ -121,7 +122,7 @@ def generate_synthetic_dataset(folder: str | Path, config: SyntheticConfig = Syn
     rng = np.random.default_rng(config.seed)
     textures = [np.asarray(Image.open(packaged_image(name)).convert("L"), dtype=np.float32) / 255.0
                 for name in BACKGROUNDS]
-    lines = {"images": [], "boxes": [], "labels": [], "split": [], "classes": []}
+    lines: dict[str, list[str]] = {"images": [], "boxes": [], "labels": [], "split": [], "classes": []}
     image_id = 0
     for class_index, (name, file_name) in enumerate(OBJECTS[: config.classes]):
         label = class_index + 1

@@ -1,4 +1,4 @@
-"""Stable, documented schemas of every Parquet table eml writes (described in docs/results.md).
+"""Stable schemas of every Parquet table eml writes, one definition each (described in docs/results.md).
 
 Every table is built through :func:`frame`, which fixes column order and types,
 so a table has the same schema whether it holds zero rows or a million.
@@ -10,6 +10,33 @@ import pandas as pd
 import pyarrow as pa
 
 from eml_core.errors import EmlError
+
+# The answers of a human study: (score for the first method, name) from +2 to -2.
+ANSWER_CATEGORIES = ((2, "clearly_more"), (1, "slightly_more"), (0, "equally"), (-1, "slightly_less"),
+                     (-2, "clearly_less"))
+
+STUDY_SUMMARY = pa.schema([
+    ("study_id", pa.string()), ("first_method", pa.string()), ("second_method", pa.string()),
+    ("answers", pa.int64()), ("items", pa.int64()), ("workers", pa.int64()), ("workers_total", pa.int64()),
+    ("answers_excluded", pa.int64()), ("target_workers", pa.int64()), ("target_met", pa.bool_()),
+    *[(f"share_{name}", pa.float64()) for _, name in ANSWER_CATEGORIES],
+    ("mean_score", pa.float64()), ("mean_score_ci_items_low", pa.float64()), ("mean_score_ci_items_high", pa.float64()),
+    ("mean_score_ci_workers_low", pa.float64()), ("mean_score_ci_workers_high", pa.float64()),
+    ("prefer_first_share", pa.float64()), ("prefer_first_ci_items_low", pa.float64()),
+    ("prefer_first_ci_items_high", pa.float64()), ("prefer_first_ci_workers_low", pa.float64()),
+    ("prefer_first_ci_workers_high", pa.float64()),
+    ("answers_positive", pa.int64()), ("answers_negative", pa.int64()),
+    ("sign_test_items_positive", pa.int64()), ("sign_test_items_negative", pa.int64()), ("sign_test_p", pa.float64()),
+    ("wilcoxon_items_p", pa.float64()), ("catch_answers", pa.int64()), ("catch_failure_rate", pa.float64()),
+    ("workers_failing_catch", pa.int64()), ("straightliners", pa.int64()),
+])
+WORKER_PATTERNS = pa.schema([
+    ("study_id", pa.string()), ("worker_hash", pa.string()), ("answers", pa.int64()), ("catch_answers", pa.int64()),
+    ("catch_failed", pa.int64()), ("most_common_answer", pa.string()), ("most_common_share", pa.float64()),
+    ("straightlining", pa.bool_()), ("mean_work_seconds", pa.float64()),
+])
+
+
 
 SCHEMAS: dict[str, pa.Schema] = {
     # one row per (pair, side, method, threshold)
@@ -44,6 +71,80 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("recall_at_1_train", pa.float64()), ("recall_at_1_test", pa.float64()),
         ("train_localization_accuracy", pa.float64()), ("best_threshold", pa.float64()),
         ("reference_model", pa.string()), ("accuracy_drop_vs_reference", pa.float64()),
+    ]),
+    # one row per image of a gallery index (eml_core.gallery_index), in the order of its embeddings; the path is
+    # relative to the index's recorded root; camera is null outside re-identification datasets
+    "gallery_index_items": pa.schema([
+        ("image_id", pa.string()), ("relative_path", pa.string()), ("label", pa.int64()), ("camera", pa.int64()),
+        ("split", pa.string()), ("height", pa.int64()), ("width", pa.int64()),
+    ]),
+    # interactive retrieval (eml_core.region_retrieval): one row per (query, region, method, rank). The region is a
+    # box in original query pixels (pixel edges); a point query has box_x0 = box_x1 = x, box_y0 = box_y1 = y.
+    # region_feature names how the query vector was made: centre (paper), box_mean, whole_image, crop, mask.
+    # gallery_image is the resolved path, gallery_relative_path the path under the index root.
+    "retrieval_rankings": pa.schema([
+        ("query_id", pa.string()), ("query_image", pa.string()), ("query_label", pa.int64()),
+        ("region_kind", pa.string()),
+        ("box_x0", pa.float64()), ("box_y0", pa.float64()), ("box_x1", pa.float64()), ("box_y1", pa.float64()),
+        ("method", pa.string()), ("region_feature", pa.string()), ("rank", pa.int64()),
+        ("gallery_id", pa.string()), ("gallery_image", pa.string()), ("gallery_relative_path", pa.string()),
+        ("gallery_label", pa.int64()), ("score", pa.float64()),
+    ]),
+    # retrieval benchmarks (eml_core.retrieval_benchmark), long format: one row per (benchmark, method, metric, k).
+    # metric: precision (precision@k), map (k null), cmc (Rank-k, re-id rules); count = queries averaged over
+    "retrieval_eval": pa.schema([
+        ("benchmark", pa.string()), ("method", pa.string()), ("region_feature", pa.string()), ("metric", pa.string()),
+        ("k", pa.int64()), ("value", pa.float64()), ("count", pa.int64()),
+    ]),
+    # human studies: one row per answer, from MTurk or the lab (amt/responses.py describes every column)
+    "responses": pa.schema([
+        ("study_id", pa.string()), ("source", pa.string()), ("hit_index", pa.int64()), ("hit_id", pa.string()),
+        ("assignment_id", pa.string()), ("worker_hash", pa.string()), ("item_id", pa.string()),
+        ("position", pa.int64()), ("is_catch", pa.bool_()), ("method_a", pa.string()), ("method_b", pa.string()),
+        ("answer_raw", pa.string()), ("score_a", pa.int64()), ("first_method", pa.string()),
+        ("score_first_method", pa.int64()), ("catch_expected", pa.string()), ("catch_passed", pa.bool_()),
+        ("accept_time", pa.string()), ("submit_time", pa.string()), ("work_seconds", pa.float64()),
+    ]),
+    # one row per study: shares of the five answers (Fig. 6 / 12), tests, intervals (amt/analysis.py)
+    "study_summary": STUDY_SUMMARY,
+    # one row per worker: answers, catch trials, straight-lining
+    "worker_patterns": WORKER_PATTERNS,
+    # cross-view orientation (paper Section VII-A): one row per (pair, rotation, overall map, method); angles in
+    # degrees (eml_core.orientation conventions), chosen pixels in the pair's own (cropped) image coordinates
+    "orientation_items": pa.schema([
+        ("pair_id", pa.string()), ("panorama", pa.string()), ("aerial", pa.string()), ("split", pa.string()),
+        ("rotation", pa.float64()), ("truth", pa.float64()), ("aerial_fill", pa.string()),
+        ("overall_map", pa.string()), ("method", pa.string()), ("estimate", pa.float64()), ("error", pa.float64()),
+        ("abs_error", pa.float64()),
+        ("panorama_x", pa.float64()), ("panorama_y", pa.float64()), ("panorama_azimuth", pa.float64()),
+        ("panorama_value", pa.float64()),
+        ("aerial_x", pa.float64()), ("aerial_y", pa.float64()), ("aerial_azimuth", pa.float64()),
+        ("aerial_value", pa.float64()), ("similarity", pa.float64()), ("map_flagged", pa.bool_()),
+    ]),
+    # Fig. 9 in numbers: per (overall map, method, fill), shares of |error| <= 3.5 / 10 / 30 degrees
+    "orientation_summary": pa.schema([
+        ("overall_map", pa.string()), ("method", pa.string()), ("aerial_fill", pa.string()),
+        ("within_3_5", pa.float64()), ("within_10", pa.float64()), ("within_30", pa.float64()),
+        ("median_abs_error", pa.float64()), ("mean_abs_error", pa.float64()), ("count", pa.int64()),
+        ("flagged", pa.int64()), ("chance_within_3_5", pa.float64()),
+    ]),
+    # Fig. 9: 7-degree bins centred on 0 (the bin centred on 180 holds |error| > 178.5)
+    "orientation_histogram": pa.schema([
+        ("overall_map", pa.string()), ("method", pa.string()), ("aerial_fill", pa.string()),
+        ("bin_centre", pa.float64()), ("bin_low", pa.float64()), ("bin_high", pa.float64()),
+        ("count", pa.int64()), ("share", pa.float64()),
+    ]),
+    # street-to-aerial Recall@1/5/10/1% of a cross-view model (`at` is "1", "5", "10" or "1%"; k the cut-off)
+    "crossview_recall": pa.schema([
+        ("model", pa.string()), ("split", pa.string()), ("at", pa.string()), ("k", pa.int64()),
+        ("recall", pa.float64()), ("count", pa.int64()),
+    ]),
+    # the run catalog (tasks/runs.py): one row per finished run of any kind; parameters and headline are JSON
+    "run_catalog": pa.schema([
+        ("kind", pa.string()), ("run_id", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
+        ("location", pa.string()), ("dataset", pa.string()), ("split_rule", pa.string()), ("model", pa.string()),
+        ("checkpoint_sha256", pa.string()), ("git_commit", pa.string()), ("parameters", pa.string()),
+        ("headline", pa.string()), ("errors", pa.int64()), ("warnings", pa.int64()),
     ]),
     # deletion / insertion on the similarity (eml_core.faithfulness): one row per (pair, perturbed side, map
     # method or reference ordering, removal operator, curve, step); `fraction` is the share of the side's pixels
@@ -86,6 +187,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("ssim", pa.float64()), ("ssim_low", pa.float64()), ("ssim_high", pa.float64()),
         ("confidence", pa.float64()),
     ]),
+    # everything a run or a study could not use, or used with a caveat; the same for every kind of run
     "errors": pa.schema([
         ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),
         ("problem", pa.string()), ("severity", pa.string()),

@@ -12,17 +12,19 @@ the whole network on images instead (meant for GPUs).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from eml_core.batches import equal_shape_batches, load_batch
 from eml_core.datasets import ErrorRecord, Item
 from eml_core.errors import ArgumentError
 from eml_core.models import EmbeddingModel, build_model, inference_mode_of
-from eml_core.batches import equal_shape_batches, load_batch
 
 LOSSES = ("multi_similarity", "triplet")
+EpochCallback = Callable[[int, float], None]
 
 
 @dataclass
@@ -61,7 +63,7 @@ class TrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ArgumentError(name, f"must be a finite number >= 0, got {value!r}")
-        self.input_size = tuple(self.input_size)
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "input_size": list(self.input_size)}
@@ -120,8 +122,9 @@ def _sampler(labels: torch.Tensor, config: TrainingConfig):
 
 
 def _optimise(network: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, config: TrainingConfig,
-              parameter_groups, device: str, augment=None) -> list[float]:
-    """The shared loop: m-per-class batches, loss on mined pairs/triplets, AdamW; mean loss per epoch."""
+              parameter_groups, device: str, augment=None, on_epoch: EpochCallback | None = None) -> list[float]:
+    """The shared loop: m-per-class batches, loss on mined pairs/triplets, AdamW; mean loss per epoch
+    (reported to ``on_epoch(epoch, mean loss)`` as it goes, e.g. for a progress bar)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # MPerClassSampler draws from numpy's global generator
     loss_function, miner = loss_and_miner(config.loss)
@@ -131,7 +134,7 @@ def _optimise(network: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tens
     network.to(device).train()
     optimiser = torch.optim.AdamW(parameter_groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     history = []
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         losses = []
         for batch, batch_labels in loader:
             if augment is not None:
@@ -144,15 +147,17 @@ def _optimise(network: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tens
             optimiser.step()
             losses.append(float(loss.detach()))
         history.append(float(np.mean(losses)) if losses else float("nan"))
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
     network.eval()
     return history
 
 
 def fit_head(head: torch.nn.Module, feature_maps: torch.Tensor, labels: torch.Tensor, config: TrainingConfig,
-             device: str = "cpu") -> list[float]:
+             device: str = "cpu", on_epoch: EpochCallback | None = None) -> list[float]:
     """Train ``head`` on cached feature maps; returns the mean loss of each epoch."""
     trainable = [p for p in head.parameters() if p.requires_grad]
-    return _optimise(head, feature_maps, labels, config, trainable, device)
+    return _optimise(head, feature_maps, labels, config, trainable, device, on_epoch=on_epoch)
 
 
 def _random_mirror(batch: torch.Tensor) -> torch.Tensor:
@@ -160,33 +165,37 @@ def _random_mirror(batch: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
 
 
-def fine_tune_model(model: EmbeddingModel, items: list[Item], config: TrainingConfig,
-                    device: str = "cpu") -> tuple[list[float], list[ErrorRecord]]:
+def fine_tune_model(model: EmbeddingModel, items: list[Item], config: TrainingConfig, device: str = "cpu",
+                    on_epoch: EpochCallback | None = None) -> tuple[list[float], list[ErrorRecord]]:
     """Train backbone and head end to end on images (with random mirroring). For GPUs."""
     errors: list[ErrorRecord] = []
     kept, tensors = load_batch(items, model, "fine_tune", errors)
     labels = torch.tensor([item.label for item in kept])
     groups = [{"params": model.backbone.parameters(), "lr": config.learning_rate * 0.1},
               {"params": model.head.parameters(), "lr": config.learning_rate}]
-    history = _optimise(model, torch.stack(tensors), labels, config, groups, device, augment=_random_mirror)
+    history = _optimise(model, torch.stack(tensors), labels, config, groups, device, augment=_random_mirror,
+                        on_epoch=on_epoch)
     return history, errors
 
 
-def train_model(items: list[Item], config: TrainingConfig = TrainingConfig(), device: str = "cpu",
-                allow_random_init: bool = False) -> tuple[EmbeddingModel, TrainingReport]:
-    """Build the model of ``config`` and train it on ``items`` (their labels); returns it in eval mode."""
+def train_model(items: list[Item], config: TrainingConfig | None = None, device: str = "cpu",
+                allow_random_init: bool = False, on_epoch: EpochCallback | None = None
+                ) -> tuple[EmbeddingModel, TrainingReport]:
+    """Build the model of ``config`` (default recipe if None) and train it on ``items`` (their labels); returns
+    it in eval mode."""
+    config = config or TrainingConfig()
     model = build_model(config.backbone, config.head, config.embedding_dim, pretrained=config.pretrained,
                         input_size=config.input_size, seed=config.seed, allow_random_init=allow_random_init)
     model.to(device)
     report = TrainingReport(config=config.to_dict())
     if config.fine_tune:
-        report.loss_history, report.errors = fine_tune_model(model, items, config, device)
+        report.loss_history, report.errors = fine_tune_model(model, items, config, device, on_epoch)
         report.train_items = len(items) - len(report.errors)
     else:
         kept, maps, labels, report.errors = cache_feature_maps(model, items, config.batch_size, device,
                                                                config.flip_augment)
         report.train_items = len(kept)
-        report.loss_history = fit_head(model.head, maps, labels, config, device)
+        report.loss_history = fit_head(model.head, maps, labels, config, device, on_epoch)
     model.config.update({"training": config.to_dict(), "final_loss": report.loss_history[-1]
                          if report.loss_history else None})
     return model.eval(), report

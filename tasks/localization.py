@@ -1,8 +1,8 @@
-"""Shard-level work of the localization evaluation, as plain functions and as Prefect tasks.
+"""Shard-level work of the localization evaluation, as Prefect tasks.
 
-Each ``run_*`` function is the whole work of one step and needs no Prefect (the
-benchmark calls them directly to measure orchestration overhead); the ``@task``
-objects below wrap them one to one. Shards are cached *in the results location*:
+Each task is the whole work of one step; ``task.fn(...)`` calls it as a plain
+function with no Prefect (the benchmark does, to measure orchestration
+overhead). Prefect's own result cache is off (``NO_CACHE``): shards are cached *in the results location*:
 a shard's files carry a key hashing the checkpoint, the shard's items, the
 method, the parameters and the code version, so a rerun after a crash (or on a
 finished run) skips every shard whose files exist and read back whole — on a local folder or S3 alike
@@ -22,13 +22,14 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from eml_core.datasets import Dataset, ErrorRecord, Item, dataset_from_spec
+from eml_core.dataset_specs import dataset_from_spec
+from eml_core.datasets import Dataset, ErrorRecord, Item
 from eml_core.localization import localize_pairs
 from eml_core.models import model_from_spec, resolve_device
+from eml_core.results import ResultsLocation
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.configs import LocalizationConfig
 from tasks.provenance import code_version, content_key, model_fingerprint
-from eml_core.results import ResultsLocation
 from tasks.shard_cache import EMBEDDINGS, ShardCache
 
 
@@ -47,14 +48,16 @@ def _errors_frame(errors: list[ErrorRecord]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# plain functions
+# tasks (tag "gpu": a work pool can route them to GPU workers; CUDA is used when present)
 
 
-def run_load_dataset(spec: str) -> Dataset:
+@task(name="load-dataset", cache_policy=NO_CACHE)
+def load_dataset(spec: str) -> Dataset:
     return dataset_from_spec(spec)
 
 
-def run_embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
+@task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)
+def embed_shard(out: str, model_spec: str, items: list[Item], index: int, device: str = "auto") -> dict:
     """Embeddings of one shard -> ``shards/embeddings/...npz`` (+ its errors). Skipped if already there, whole."""
     store = ResultsLocation(out)
     fingerprint = model_fingerprint(model_spec)
@@ -79,12 +82,13 @@ def read_embeddings(out: str, paths: list[str]) -> dict[str, np.ndarray]:
     found = {}
     for path in paths:
         with np.load(io.BytesIO(store.read_bytes(path))) as archive:
-            for image_id, vector in zip(archive["image_ids"], archive["embeddings"]):
+            for image_id, vector in zip(archive["image_ids"], archive["embeddings"], strict=True):
                 found[str(image_id)] = vector
     return found
 
 
-def run_make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: str, seed: int,
+@task(name="make-pairs", cache_policy=NO_CACHE)
+def make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: str, seed: int,
                    splits: tuple[str, ...]) -> tuple[list[Pair], list[ErrorRecord]]:
     """One pair per embedded image with a box, within its class and split."""
     errors = []
@@ -117,10 +121,11 @@ def item_signature(item: Item) -> tuple:
 def localize_key(model_spec: str, pairs: list[Pair], method: str, config: LocalizationConfig) -> str:
     return content_key("localize", model_fingerprint(model_spec), code_version(), method,
                        [(p.pair_id, item_signature(p.query), item_signature(p.retrieved)) for p in pairs],
-                       list(config.thresholds), config.connectivity, list(config.sides))
+                       list(config.thresholds), config.connectivity, list(config.sides), config.resolution)
 
 
-def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
+@task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)
+def localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int, config: LocalizationConfig) -> dict:
     """Maps and threshold sweep of one shard of pairs -> one Parquet file per method (+ errors).
 
     Methods whose file already exists (and reads back whole) are not recomputed;
@@ -139,7 +144,7 @@ def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int,
     model = cached_model(model_spec, model_fingerprint(model_spec), device)
     rows, errors = localize_pairs(model, pairs, methods=tuple(missing), thresholds=config.thresholds,
                                   connectivity=config.connectivity, batch_size=config.batch_size, device=device,
-                                  sides=config.sides)
+                                  sides=config.sides, resolution=config.resolution)
     # errors first: a shard counts as finished only once every method file exists
     store.write_table(errors_path, "errors", _errors_frame(errors + cache.repairs))
     frame = pd.DataFrame(rows)
@@ -148,13 +153,3 @@ def run_localize_shard(out: str, model_spec: str, pairs: list[Pair], index: int,
         store.write_table(paths[method], "localization_items", part)
     return {"paths": paths, "errors_path": errors_path, "computed": missing,
             "seconds": time.perf_counter() - started}
-
-
-# ---------------------------------------------------------------------------------------------
-# Prefect tasks (tag "gpu": the work pool can route them to GPU workers; CUDA is used when present)
-
-# Prefect's own result cache is off (NO_CACHE): the shard cache lives in the results location instead.
-load_dataset = task(name="load-dataset", cache_policy=NO_CACHE)(run_load_dataset)
-embed_shard = task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)(run_embed_shard)
-make_pairs = task(name="make-pairs", cache_policy=NO_CACHE)(run_make_pairs)
-localize_shard = task(name="localize-shard", tags=["gpu"], cache_policy=NO_CACHE)(run_localize_shard)

@@ -11,20 +11,17 @@ from pathlib import Path
 
 from eml_core.weights import sha256_of
 
-# The modules whose code decides a shard's result: changing any of them invalidates cached shards.
-_RESULT_MODULES = ("decomposition", "position_embeddings", "gradcam", "presentation", "localization", "sampling",
-                   "retrieval", "models", "heads", "images", "datasets", "sweep", "methods", "feature_maps", "batches")
-
 
 @lru_cache(maxsize=None)
 def code_version() -> str:
-    """SHA-256 (first 16 hex) of the eml_core sources that compute results."""
+    """SHA-256 (first 16 hex) of every eml_core source file: the code that computes results. Any change there
+    invalidates cached shards (conservative: a docstring edit recomputes too, a stale result never survives)."""
     import eml_core
 
-    folder = Path(eml_core.__file__).parent
     digest = hashlib.sha256()
-    for name in _RESULT_MODULES:
-        digest.update((folder / f"{name}.py").read_bytes())
+    for path in sorted(Path(eml_core.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eml_core.datasets import ErrorRecord
-from eml_core.tables import SCHEMAS
 from eml_core.results import ResultsLocation
+from eml_core.tables import SCHEMAS
 
 EMBEDDINGS = "embeddings"  # the kind of a shard's ``.npz`` file; every other kind is a table schema name
 

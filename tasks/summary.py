@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from eml_core.datasets import Dataset, ErrorRecord
 from eml_core.errors import EmlError
@@ -15,11 +17,11 @@ from eml_core.models import resolve_device
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
 from eml_core.sweep import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy
 from eml_core.tables import frame
-from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.configs import LocalizationConfig
+from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.localization import cached_model, read_embeddings
 from tasks.provenance import code_version, git_commit, model_fingerprint, versions
-from eml_core.results import ResultsLocation
+from tasks.runs import Run, finish_run
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
           "errors")
@@ -37,26 +39,29 @@ def retrieval_table(model_name: str, dataset: Dataset, embeddings: dict[str, np.
     return frame("retrieval_metrics", rows)
 
 
-def run_summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: list[dict], pairs: list[Pair],
-                  pair_errors: list[ErrorRecord], localize_outputs: list[dict], started: float,
-                  example_pairs: int = 4) -> dict:
-    store = ResultsLocation(config.out)
-    items = pd.concat([store.read_table(path) for output in localize_outputs for path in output["paths"].values()],
+@task(name="summarise", cache_policy=NO_CACHE)
+def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outputs: list[dict], pairs: list[Pair],
+              pair_errors: list[ErrorRecord], localize_outputs: list[dict], started: float,
+              example_pairs: int = 4) -> dict:
+    """The run's tables, figures and manifest (written last) in the run's own folder, from the shard cache;
+    then the run is registered (``latest`` pointer, catalog row)."""
+    cache, store = run.cache, run.location
+    items = pd.concat([cache.read_table(path) for output in localize_outputs for path in output["paths"].values()],
                       ignore_index=True) if localize_outputs else frame("localization_items", [])
     items = frame("localization_items", items.sort_values(["pair_id", "side", "method", "threshold"],
                                                           kind="stable").reset_index(drop=True))
     summary = frame("localization_summary", accuracy_table(items, PAPER_THRESHOLDS) if len(items) else [])
     best = frame("localization_best", best_per_method(summary) if len(summary) else [])
     boxacc = frame("maxboxacc", max_box_accuracy(items) if len(items) else [])
-    embeddings = read_embeddings(config.out, [o["path"] for o in embed_outputs])
+    embeddings = read_embeddings(cache.uri, [o["path"] for o in embed_outputs])
     retrieval = retrieval_table(config.model, dataset, embeddings, config.splits)
 
     error_frames = [pd.DataFrame([e.to_dict() for e in dataset.errors + pair_errors])]
-    error_frames += [store.read_table(o["errors_path"]) for o in embed_outputs + localize_outputs]
+    error_frames += [cache.read_table(o["errors_path"]) for o in embed_outputs + localize_outputs]
     errors = frame("errors", pd.concat([f for f in error_frames if len(f)], ignore_index=True)
                    if any(len(f) for f in error_frames) else [])
 
-    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors)):
+    for name, table in zip(TABLES, (items, summary, best, boxacc, retrieval, errors), strict=True):
         store.write_table(f"{name}.parquet", name, table)
 
     figures = []
@@ -64,14 +69,16 @@ def run_summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: l
         store.write_bytes("figures/accuracy_vs_threshold.png",
                           accuracy_plot(summary, f"{dataset.name}: localization accuracy (paper grid)"))
         figures.append("figures/accuracy_vs_threshold.png")
-        best_thresholds = dict(zip(best["method"], best["best_threshold"]))
+        best_thresholds = dict(zip(best["method"], best["best_threshold"], strict=True))
         panel = _examples(config, pairs[:example_pairs], best_thresholds)
         if panel is not None:
             store.write_bytes("figures/examples.png", png_bytes(panel))
             figures.append("figures/examples.png")
 
+    fingerprint = model_fingerprint(config.model)
     manifest = {
         "kind": "evaluate_localization",
+        "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at, "cache": cache.uri},
         "config": config.to_dict(),
         "seeds": {"pairing": config.seed, "torch": config.seed},
         "versions": versions(),
@@ -79,7 +86,7 @@ def run_summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: l
         "code_version": code_version(),
         "dataset": {"name": dataset.name, "root": dataset.root, "items": len(dataset.items),
                     "fingerprint": dataset.fingerprint()},
-        "checkpoint": {"spec": config.model, "sha256": model_fingerprint(config.model)},
+        "checkpoint": {"spec": config.model, "sha256": fingerprint},
         "pairs": len(pairs),
         "shards": {"embed": [o["path"] for o in embed_outputs],
                    "localize": [p for o in localize_outputs for p in o["paths"].values()]},
@@ -91,8 +98,14 @@ def run_summarise(config: LocalizationConfig, dataset: Dataset, embed_outputs: l
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
     store.write_json("manifest.json", manifest)
+    headline = {f"best_accuracy/{r['method']}": float(r["best_accuracy"]) for _, r in best.iterrows()}
+    headline.update({f"maxboxacc@{r['iou_threshold']:g}/{r['method']}": float(r["maxboxacc"])
+                     for _, r in boxacc.iterrows()})
+    headline.update({f"recall@{r['k']}/{r['split']}": float(r["recall"]) for _, r in retrieval.iterrows()})
+    catalog_row = finish_run(run, manifest, dataset=config.dataset, model=config.model,
+                             checkpoint_sha256=fingerprint, headline=headline)
     return {"summary": summary, "best": best, "maxboxacc": boxacc, "retrieval": retrieval, "errors": errors,
-            "manifest": manifest, "location": store.location_of("")}
+            "manifest": manifest, "location": store.location_of(""), "run_id": run.run_id, "catalog": catalog_row}
 
 
 def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -> np.ndarray | None:

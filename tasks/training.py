@@ -13,13 +13,21 @@ from eml_core.models import resolve_device, save_model
 from eml_core.retrieval import RECALL_KS, embed_items, recall_at_k
 from eml_core.tables import frame
 from eml_core.training import TrainingConfig, train_model
+from tasks import progress
 from tasks.provenance import code_version, git_commit, versions
 
 
-def run_train(dataset: Dataset, config: TrainingConfig, checkpoint: str, device: str = "auto") -> dict:
+@task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)
+def train_model_task(dataset: Dataset, config: TrainingConfig, checkpoint: str, device: str = "auto") -> dict:
     """Train on the train split, save the checkpoint atomically, return the report."""
     device = resolve_device(device)
-    model, report = train_model(dataset.split("train"), config, device=device)
+    with progress.bar(config.epochs, f"training {config.backbone}:{config.head} ({config.loss})") as epochs:
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            epochs.set_postfix(loss=f"{loss:.4f}")
+            epochs.update()
+
+        model, report = train_model(dataset.split("train"), config, device=device, on_epoch=on_epoch)
     metrics = []
     for split in ("train", "test"):
         kept, embeddings, _ = embed_items(model, dataset.split(split), device=device)
@@ -35,5 +43,3 @@ def run_train(dataset: Dataset, config: TrainingConfig, checkpoint: str, device:
             "errors": [e.to_dict() for e in report.errors + dataset.errors],
             "retrieval_metrics": frame("retrieval_metrics", pd.DataFrame(metrics))}
 
-
-train_task = task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)(run_train)

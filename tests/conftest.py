@@ -22,7 +22,8 @@ from prefect.logging.configuration import setup_logging  # noqa: E402
 # handlers bind to the session's streams rather than to one test's capsys buffer (closed after that test).
 setup_logging()
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# EML_SHARED_DATA points elsewhere, e.g. from a git worktree whose parent folder has no shared/ beside it
+SHARED_DATA = Path(os.environ.get("EML_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def shared_data(*parts: str) -> Path:
@@ -73,6 +74,45 @@ def tiny(head: str = "gap_fc", height: int = 24, width: int = 32, seed: int = 0)
     return tiny_model(head, (height, width), seed)
 
 
+def tiny_crossview_model(seed: int = 0, panorama_size: tuple[int, int] = (32, 176),
+                         aerial_size: tuple[int, int] = (64, 64), embedding_dim: int = 5):
+    """A seeded two-branch model: two tiny backbones (unshared), GAP, one shared Linear (the paper's layout)."""
+    from eml_core.crossview_model import CrossViewModel, crossview_head
+
+    torch.manual_seed(seed)
+    shared = nn.Linear(6, embedding_dim)
+    branches = [EmbeddingModel(TinyBackbone(), crossview_head(shared), Preprocessing(input_size=size), stride=4)
+                for size in (panorama_size, aerial_size)]
+    return CrossViewModel(*branches, config={"kind": "crossview", "source": "factory",
+                                             "factory": "tests.conftest:tiny_crossview_factory"}).eval()
+
+
+def tiny_crossview_factory(seed: int = 0, embedding_dim: int = 5):
+    """Factory used through the `package.module:factory` cross-view model spec."""
+    return tiny_crossview_model(seed, embedding_dim=embedding_dim)
+
+
+@pytest.fixture(scope="session")
+def tiny_crossview():
+    return tiny_crossview_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_crossview_root(tmp_path_factory):
+    """A few embedded cross-view pairs (small images), generated once per session."""
+    from eml_core.crossview_data import CrossViewSyntheticConfig, generate_crossview_dataset
+
+    config = CrossViewSyntheticConfig(train_pairs=4, val_pairs=2, aerial_size=96, panorama_size=(32, 176))
+    return generate_crossview_dataset(tmp_path_factory.mktemp("crossview"), config)
+
+
+@pytest.fixture(scope="session")
+def tiny_crossview_dataset(tiny_crossview_root):
+    from eml_core.crossview_data import load_cvusa
+
+    return load_cvusa(tiny_crossview_root)
+
+
 @pytest.fixture(scope="session")
 def cpu_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -83,7 +123,8 @@ def tiny_synthetic_root(tmp_path_factory):
     """A small embedded-default dataset (3 classes x 4 images), generated once per session."""
     from eml_core.synthetic import SyntheticConfig, generate_synthetic_dataset
 
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), SyntheticConfig(classes=3, images_per_class=4))
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"),
+                                      SyntheticConfig(classes=3, images_per_class=4))
 
 
 @pytest.fixture(scope="session")

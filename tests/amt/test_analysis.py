@@ -7,16 +7,24 @@ import pandas as pd
 import pytest
 
 from amt.analysis import CATEGORIES, summarise
-from amt.responses import RESPONSES_SCHEMA, as_table
+from eml_core.tables import SCHEMAS, frame
 
 STUDY = {"study_id": "sim", "methods": ["decomposition", "gradcam"], "target_workers": 40}
 TRUE_SHARES = {2: 0.35, 1: 0.25, 0: 0.2, -1: 0.12, -2: 0.08}
 
 
-def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2, careless=3) -> pd.DataFrame:
-    """Responses of `workers` workers to `items` items, answers drawn from TRUE_SHARES (mapped to the first method)."""
+def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2, careless=3,
+             ledger=None) -> pd.DataFrame:
+    """Responses of `workers` workers to `items` items, answers drawn from TRUE_SHARES (mapped to the first method).
+
+    With a ``ledger``, the items and catch trials are that study's own (ids the analysis recognises)."""
     rng = np.random.default_rng(seed)
-    values, probabilities = zip(*TRUE_SHARES.items())
+    item_ids, catch_ids = [f"i{n}" for n in range(items)], [f"c{n}" for n in range(catch_per_worker)]
+    if ledger is not None:
+        item_ids = [i["item_id"] for i in ledger.items if not i["is_catch"]]
+        catch_ids = [i["item_id"] for i in ledger.items if i["is_catch"]]
+        items, catch_per_worker = len(item_ids), len(catch_ids)
+    values, probabilities = zip(*TRUE_SHARES.items(), strict=True)
     rows = []
     for w in range(workers):
         worker = f"{w:016x}"
@@ -28,18 +36,24 @@ def simulate(workers=60, items=30, seed=0, straightliners=2, catch_per_worker=2,
             else:
                 score_first = int(rng.choice(values, p=probabilities))
                 score_a = score_first if first_is_a else -score_first
-            rows.append({"study_id": "sim", "source": "mturk", "hit_index": item // 10, "assignment_id": f"a{w}-{item // 10}",
-                         "worker_hash": worker, "item_id": f"i{item}", "position": item % 10, "is_catch": False,
+            rows.append({"study_id": "sim", "source": "mturk", "hit_index": item // 10,
+                         "assignment_id": f"a{w}-{item // 10}",
+                         "worker_hash": worker, "item_id": item_ids[item], "position": item % 10, "is_catch": False,
                          "method_a": "decomposition" if first_is_a else "gradcam",
                          "method_b": "gradcam" if first_is_a else "decomposition", "answer_raw": str(score_a),
                          "score_a": score_a, "first_method": "decomposition", "score_first_method": score_first,
                          "work_seconds": 100.0})
         for c in range(catch_per_worker):
             passed = not (straightliners <= w < straightliners + careless and c == 0)
-            rows.append({"study_id": "sim", "worker_hash": worker, "item_id": f"c{c}", "is_catch": True,
+            rows.append({"study_id": "sim", "worker_hash": worker, "item_id": catch_ids[c], "is_catch": True,
                          "answer_raw": "2", "score_a": 2, "catch_expected": "A" if passed else "B",
                          "catch_passed": passed, "assignment_id": f"a{w}-c", "first_method": "decomposition"})
-    return as_table(rows, RESPONSES_SCHEMA)
+    return responses_table(rows)
+
+
+def responses_table(rows: list[dict]):
+    """Simulated answers: the columns a row does not set are null (the table itself refuses missing columns)."""
+    return frame("responses", [{column: row.get(column) for column in SCHEMAS["responses"].names} for row in rows])
 
 
 def test_shares_and_statistics_recover_the_simulated_distribution():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from amt.ledger import Ledger
 from flows.cli import main
 from tests.amt.conftest import write_definition
 from tests.amt.test_analysis import simulate
@@ -17,10 +18,18 @@ def test_study_build_and_analyze_commands(localization_run, tmp_path, capsys):
     assert "no AWS call made" in capsys.readouterr().out
     assert main(["study", "analyze", str(tmp_path / "study")]) == 2
     assert "no responses yet" in capsys.readouterr().err
-    simulate().to_parquet(tmp_path / "study" / "responses.parquet")
+    simulated = simulate(ledger=Ledger.load(tmp_path / "study"))
+    stray = simulated.iloc[:3].assign(item_id="i-000000000000")  # answers to an item this study does not have
+    pd.concat([simulated, stray]).to_parquet(tmp_path / "study" / "responses.parquet")
     assert main(["study", "analyze", str(tmp_path / "study")]) == 0
-    out = capsys.readouterr().out
-    assert "decomposition vs gradcam" in out and "sign test" in out
+    captured = capsys.readouterr()
+    assert "decomposition vs gradcam" in captured.out and "sign test" in captured.out
+    assert "1 problems recorded" in captured.err
+    errors = pd.read_parquet(tmp_path / "study" / "errors.parquet")
+    assert list(errors["item"]) == ["i-000000000000"] and "3 answer(s)" in errors["problem"].iloc[0]
+    # a study folder holding responses is never rebuilt (the answers would point at other items)
+    assert main(["study", "build", str(definition), "--out", str(tmp_path / "study")]) == 2
+    assert "holds responses" in capsys.readouterr().err
 
 
 def test_study_errors_exit_2(tmp_path, capsys):

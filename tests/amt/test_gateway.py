@@ -10,8 +10,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from amt.collect import collect, parse_answer_xml, reject
-from amt.gateway import (LIVE_ENDPOINT, SANDBOX_ENDPOINT, BudgetError, Gateway, cost_estimate, fee_rate,
-                         mturk_client)
+from amt.gateway import LIVE_ENDPOINT, SANDBOX_ENDPOINT, BudgetError, Gateway, cost_estimate, fee_rate, mturk_client
 from amt.ledger import Ledger
 from amt.study import StudyError
 
@@ -68,7 +67,7 @@ def test_launch_creates_a_hit_type_and_every_hit(study_copy, monkeypatch):
         _expect_launch_start(stubber)
         for index, hit_id in enumerate(["HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", "HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA"]):
             stubber.add_response(*_create(ledger, index, hit_id))
-        result = Gateway(client, log=lambda *_: None).launch(ledger, URL)
+        result = Gateway(client, log=lambda *_: None).launch(study_copy, URL)
         stubber.assert_no_pending_responses()
     assert result["created"] == 2 and not result["live"]
     saved = Ledger.load(study_copy)
@@ -86,19 +85,19 @@ def test_crashed_launch_resumes_without_duplicates(study_copy, monkeypatch):
         stubber.add_client_error("create_hit_with_hit_type", service_error_code="ServiceFault",
                                  service_message="connection reset", http_status_code=500)
         with pytest.raises(Exception, match="connection reset"):
-            Gateway(client, log=lambda *_: None).launch(ledger, URL)
+            Gateway(client, log=lambda *_: None).launch(study_copy, URL)
     ledger = Ledger.load(study_copy)
     assert ledger.hits[0]["hit_id"] and not ledger.hits[1]["hit_id"]
     # the second HIT had in fact been created before the connection broke: MTurk answers the same token with
     # an error naming it; the relaunch records that HIT and creates nothing twice
     with Stubber(client) as stubber:
-        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
         stubber.add_response("list_hits", {"HITs": [], "NumResults": 0}, {"MaxResults": 100})
+        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
         stubber.add_client_error("create_hit_with_hit_type", service_error_code="RequestError",
                                  service_message="AWS.MechanicalTurk.HitAlreadyExists: The HIT "
                                                  "HIT1BBBBBBBBBBBBBBBBBBBBBBBBBB already exists for this token",
                                  expected_params=_create(ledger, 1, "")[2])
-        result = Gateway(client, log=lambda *_: None).launch(ledger, URL)
+        result = Gateway(client, log=lambda *_: None).launch(study_copy, URL)
         stubber.assert_no_pending_responses()
     assert result["created"] == 0
     assert [h["hit_id"] for h in Ledger.load(study_copy).hits] == ["HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA",
@@ -107,20 +106,19 @@ def test_crashed_launch_resumes_without_duplicates(study_copy, monkeypatch):
 
 def test_resume_finds_hits_by_annotation_after_mturk_forgot_the_token(study_copy, monkeypatch):
     client = _client(monkeypatch)
-    ledger = Ledger.load(study_copy)
-    ledger.data["launches"] = [{"live": False, "hit_type_id": "HITTYPE000000000000000000000001",
-                                "participated_qualification": None}]
-    ledger.hits[0]["hit_id"] = "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"
-    ledger.save()
+    with Ledger.update(study_copy) as ledger:
+        ledger.data["launches"] = [{"live": False, "hit_type_id": "HITTYPE000000000000000000000001",
+                                    "participated_qualification": None}]
+        ledger.hits[0]["hit_id"] = "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"
     with Stubber(client) as stubber:
-        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})
         stubber.add_response("list_hits", {"HITs": [{"HITId": "OTHERAAAAAAAAAAAAAAAAAAAAAAAAA",
                                                      "RequesterAnnotation": "another-study:x:1"}],
                                            "NextToken": "more", "NumResults": 1})
         stubber.add_response("list_hits", {"HITs": [{"HITId": "HIT1CCCCCCCCCCCCCCCCCCCCCCCCCC",
                                                      "RequesterAnnotation": ledger.hits[1]["annotation"]}],
                                            "NumResults": 1}, {"NextToken": "more", "MaxResults": 100})
-        result = Gateway(client, log=lambda *_: None).launch(ledger, URL)
+        stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"})  # for what is still missing
+        result = Gateway(client, log=lambda *_: None).launch(study_copy, URL)
         stubber.assert_no_pending_responses()  # found, so never created again
     assert result["created"] == 0 and Ledger.load(study_copy).hits[1]["hit_id"] == "HIT1CCCCCCCCCCCCCCCCCCCCCCCCCC"
 
@@ -128,12 +126,11 @@ def test_resume_finds_hits_by_annotation_after_mturk_forgot_the_token(study_copy
 def test_a_sandbox_study_cannot_go_live_and_rebuilds_get_new_tokens(study_copy, built_study, monkeypatch):
     from amt.gateway import StudyModeError, study_mode
 
-    ledger = Ledger.load(study_copy)
-    ledger.data["launches"] = [{"live": False, "hit_type_id": "T", "participated_qualification": None}]
-    ledger.data["study"]["budget_usd"] = 50.0
-    ledger.save()
+    with Ledger.update(study_copy) as ledger:
+        ledger.data["launches"] = [{"live": False, "hit_type_id": "T", "participated_qualification": None}]
+        ledger.data["study"]["budget_usd"] = 50.0
     with pytest.raises(StudyModeError, match="launched in the sandbox"):
-        Gateway(_client(monkeypatch, live=True), live=True).launch(ledger, URL)
+        Gateway(_client(monkeypatch, live=True), live=True).launch(study_copy, URL)
     with pytest.raises(StudyModeError, match="drop --live"):
         study_mode(ledger, True)
     assert study_mode(ledger, False) is False
@@ -147,20 +144,24 @@ def test_a_sandbox_study_cannot_go_live_and_rebuilds_get_new_tokens(study_copy, 
 
 def test_budget_cap_and_balance_refuse_a_launch(study_copy, monkeypatch):
     client = _client(monkeypatch)
-    ledger = Ledger.load(study_copy)
-    ledger.data["study"]["budget_usd"] = 3.0  # the estimate is $3.60
+
+    def cap(dollars):
+        with Ledger.update(study_copy) as ledger:
+            ledger.data["study"]["budget_usd"] = dollars
+
+    cap(3.0)  # the estimate is $3.60
     with Stubber(client) as stubber:
         with pytest.raises(BudgetError, match=r"estimated cost \$3.60 .* exceeds the budget cap \$3.00"):
-            Gateway(client).launch(ledger, URL)
+            Gateway(client).launch(study_copy, URL)
         stubber.assert_no_pending_responses()  # refused before any call
-    ledger.data["study"]["budget_usd"] = 0.0
+    cap(0.0)
     with pytest.raises(BudgetError, match="live launch needs a positive budget_usd cap"):
-        Gateway(_client(monkeypatch, live=True), live=True).launch(ledger, URL)
-    ledger.data["study"]["budget_usd"] = 50.0
+        Gateway(_client(monkeypatch, live=True), live=True).launch(study_copy, URL)
+    cap(50.0)
     with Stubber(client) as stubber:
         stubber.add_response("get_account_balance", {"AvailableBalance": "1.00"})
         with pytest.raises(BudgetError, match=r"exceeds the account balance \$1.00"):
-            Gateway(client).launch(ledger, URL)
+            Gateway(client).launch(study_copy, URL)
     assert not any(h["hit_id"] for h in Ledger.load(study_copy).hits)
 
 
@@ -198,18 +199,19 @@ def test_parse_answer_formats():
 
 def test_collect_approves_holds_records_problems_and_never_duplicates(study_copy, monkeypatch):
     client = _client(monkeypatch)
-    ledger = Ledger.load(study_copy)
-    ledger.hits[0].update(hit_id="HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA")
-    ledger.hits[1].update(hit_id="HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA")
-    ledger.data["launches"] = [{"live": False, "participated_qualification": "QPARTICIPATED00000000000000000"}]
-    ledger.save()
+    with Ledger.update(study_copy) as ledger:
+        ledger.hits[0].update(hit_id="HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA")
+        ledger.hits[1].update(hit_id="HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA")
+        ledger.data["launches"] = [{"live": False, "hit_type_id": "HITTYPE000000000000000000000001",
+                                    "participated_qualification": "QPARTICIPATED00000000000000000"}]
     failing = _good_answers(ledger, 0)
     catch = next(i for i in ledger.items_of_hit(0) if i["is_catch"])
     failing[f"q{catch['position']}"] = "-2" if catch["expected"] == "A" else "2"
     malformed = dict(_good_answers(ledger, 1), q0="maybe", q9="2")
     hit0 = [_assignment("ASSIGN-GOOD-0", "WORKER1", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", _good_answers(ledger, 0)),
             _assignment("ASSIGN-FAIL-0", "WORKER2", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", failing),
-            _assignment("ASSIGN-TWICE-0", "WORKER1", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA", _good_answers(ledger, 0, flip=True)),
+            _assignment("ASSIGN-TWICE-0", "WORKER1", "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA",
+                        _good_answers(ledger, 0, flip=True)),
             _assignment("ASSIGN-STRAY", "WORKER3", "HITOTHERAAAAAAAAAAAAAAAAAAAAAA", _good_answers(ledger, 0))]
     hit1 = [_assignment("ASSIGN-BAD-1", "WORKER3", "HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA", malformed),
             _assignment("ASSIGN-XML-1", "WORKER4", "HIT1AAAAAAAAAAAAAAAAAAAAAAAAAA", "<not xml")]
@@ -230,12 +232,13 @@ def test_collect_approves_holds_records_problems_and_never_duplicates(study_copy
         stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-TWICE-0", "RequesterFeedback": ANY})
         stubber.add_response("list_assignments_for_hit", {"Assignments": hit1, "NumResults": 2})
         stubber.add_response(*qualify)  # WORKER3, then held: malformed answers
+        stubber.add_response(*qualify)  # WORKER4, then held: an unreadable answer document (never auto-approved)
         first = collect(client, study_copy, log=lambda *_: None)
         stubber.assert_no_pending_responses()
     responses = pd.read_parquet(study_copy / "responses.parquet")
     errors = pd.read_parquet(study_copy / "errors.parquet")
-    assert first["approved"] == 2 and first["held_for_review"] == 2
-    assert set(Ledger.load(study_copy).data["review"]) == {"ASSIGN-FAIL-0", "ASSIGN-BAD-1"}
+    assert first["approved"] == 2 and first["held_for_review"] == 3
+    assert set(Ledger.load(study_copy).data["review"]) == {"ASSIGN-FAIL-0", "ASSIGN-BAD-1", "ASSIGN-XML-1"}
     assert not responses["assignment_id"].eq("ASSIGN-TWICE-0").any()  # the worker's second answers don't count
     problems = " | ".join(errors["problem"])
     assert "already answered item" in problems and "unknown HIT HITOTHER" in problems
@@ -266,13 +269,12 @@ def test_reject_needs_a_reason_and_expire(study_copy, monkeypatch):
         stubber.add_response("reject_assignment", {}, {"AssignmentId": "ASSIGN-1",
                                                        "RequesterFeedback": "Failed the attention checks."})
         reject(client, study_copy, "ASSIGN-1", "Failed the attention checks.")
-    ledger = Ledger.load(study_copy)
-    ledger.hits[0]["hit_id"] = "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"
-    ledger.save()
+    with Ledger.update(study_copy) as ledger:
+        ledger.hits[0]["hit_id"] = "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"
     with Stubber(client) as stubber:
         stubber.add_response("update_expiration_for_hit", {}, {"HITId": "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA",
                                                                 "ExpireAt": datetime(2015, 1, 1)})
         stubber.add_response("delete_hit", {}, {"HITId": "HIT0AAAAAAAAAAAAAAAAAAAAAAAAAA"})
         gateway = Gateway(client)
-        assert gateway.expire(ledger) == 1 and gateway.delete(ledger) == 1
+        assert gateway.expire(study_copy) == 1 and gateway.delete(study_copy) == 1
     assert Ledger.load(study_copy).hits[0]["status"] == "deleted"

@@ -21,8 +21,7 @@ def test_upload_public_and_presigned(study_copy, s3_endpoint):
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="eml-stimuli")
-    ledger = Ledger.load(study_copy)
-    urls = upload_stimuli(ledger, s3)
+    urls = upload_stimuli(study_copy, s3)
     names = sorted(p.name for p in (study_copy / "stimuli").glob("*.png"))
     assert sorted(urls) == names
     for name, url in urls.items():
@@ -32,8 +31,9 @@ def test_upload_public_and_presigned(study_copy, s3_endpoint):
     assert requests.get(urls[first], timeout=10).content == (study_copy / "stimuli" / first).read_bytes()
     assert url_lookup(Ledger.load(study_copy))(first) == urls[first]
 
-    ledger.data["study"]["stimuli"]["url_mode"] = "presigned"
-    presigned = upload_stimuli(ledger, s3)
+    with Ledger.update(study_copy) as ledger:
+        ledger.data["study"]["stimuli"]["url_mode"] = "presigned"
+    presigned = upload_stimuli(study_copy, s3)
     assert "X-Amz-Signature=" in presigned[first] and "X-Amz-Expires=604800" in presigned[first]
     assert requests.get(presigned[first], timeout=10).status_code == 200
 

@@ -124,7 +124,7 @@ def test_build_refuses_bad_sources(rankings_table, tmp_path):
     definition = write_definition(tmp_path, study_id="bad-overall", kind="overall_map",
                                   methods=["decomposition", "gradcam"], source=str(tmp_path / "no-run"), items=2,
                                   items_per_hit=2)
-    with pytest.raises(StudyError, match="expected a localization results run"):
+    with pytest.raises(StudyError, match="neither a localization run"):
         build_study(load_study(definition), tmp_path / "out2")
 
 
@@ -156,3 +156,25 @@ def test_build_names_run_images_missing_from_the_dataset(localization_run, tmp_p
                                   methods=["decomposition", "gradcam"], source=str(run), items=2, items_per_hit=2)
     with pytest.raises(StudyError, match=r"manifest.json: images \['9999'\] of the run are not in dataset"):
         build_study(load_study(definition), tmp_path / "out")
+
+
+def test_a_study_builds_from_a_localization_run_on_s3(localization_run, s3_endpoint, tmp_path):
+    """The run a study reads goes through the results layer, so a run stored on S3 builds like a local one."""
+    import boto3
+
+    from amt.build import build_study
+    from amt.study import load_study
+    from eml_core.results import ResultsLocation
+    from tests.amt.conftest import write_definition
+
+    boto3.client("s3").create_bucket(Bucket="eml-runs")
+    remote = ResultsLocation("s3://eml-runs/localization/run-1")
+    for name in ("manifest.json", "localization_items.parquet"):
+        remote.write_bytes(name, (localization_run / name).read_bytes())
+    definition = write_definition(tmp_path, study_id="s3-overall", kind="overall_map",
+                                  methods=["decomposition", "gradcam"], source=remote.uri, items=6, items_per_hit=3,
+                                  assignments_per_hit=2, reward_usd=0.5, catch_trial_rate=0.0, budget_usd=10.0,
+                                  seed=1, subject="object")
+    ledger = build_study(load_study(definition), tmp_path / "built")
+    assert len(ledger.items) == 6 and ledger.data["study"]["source"] == "s3://eml-runs/localization/run-1"
+    assert len(list((tmp_path / "built" / "stimuli").glob("*.png"))) == 12

@@ -15,6 +15,7 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
 
     import tasks.studies
     from flows.studies import analyze_study, collect_study, launch_study
+    from tasks.configs import StudyConfig
 
     boto3.client("s3").create_bucket(Bucket="eml-stimuli")
     client = _client(monkeypatch)
@@ -27,7 +28,7 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
                                  {"HITTypeId": ANY, "MaxAssignments": 3, "LifetimeInSeconds": ANY, "Question": ANY,
                                   "RequesterAnnotation": ANY,
                                   "UniqueRequestToken": ledger.hits[index]["unique_request_token"]})
-        launched = launch_study(str(study_copy))
+        launched = launch_study(StudyConfig(folder=str(study_copy)))
         stubber.assert_no_pending_responses()
     assert launched["created"] == len(ledger.hits)
     ledger = Ledger.load(study_copy)
@@ -40,13 +41,13 @@ def test_launch_collect_and_analyze_flows(prefect_harness, study_copy, s3_endpoi
         stubber.add_response("approve_assignment", {}, {"AssignmentId": "ASSIGN-1", "RequesterFeedback": ANY})
         for _ in ledger.hits[1:]:
             stubber.add_response("list_assignments_for_hit", {"Assignments": [], "NumResults": 0})
-        collected = collect_study(str(study_copy))
+        collected = collect_study(StudyConfig(folder=str(study_copy)))
         stubber.assert_no_pending_responses()
     assert collected["approved"] == 1 and collected["responses"] == len(ledger.items_of_hit(0))
 
     # analysis of a full (simulated) study in the same folder
-    simulate().to_parquet(study_copy / "responses.parquet")
-    result = analyze_study(str(study_copy))
+    simulate(ledger=ledger).to_parquet(study_copy / "responses.parquet")
+    result = analyze_study(StudyConfig(folder=str(study_copy)))
     assert result["summary"].iloc[0]["workers_total"] == 60
     assert (study_copy / "study_summary.png").stat().st_size > 1000
     assert len(pd.read_parquet(study_copy / "worker_patterns.parquet")) == 60

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eml_core.datasets import DatasetError, dataset_from_spec, load_cub
+from eml_core.dataset_specs import dataset_from_spec
+from eml_core.datasets import DatasetError, load_cub
 from eml_core.synthetic import SyntheticConfig, ensure_synthetic_dataset, generate_synthetic_dataset
 from tests.conftest import shared_data
 
@@ -65,7 +66,8 @@ def test_bad_annotations_and_images_are_recorded_with_file_and_line(tmp_path):
     assert problems[("2", "error")].line == 2 and "cannot parse" in problems[("2", "error")].problem
     assert "lies outside the 60x40 image" in problems[("3", "error")].problem and problems[("3", "error")].line == 3
     assert "clipped" in problems[("4", "warning")].problem
-    assert "not a readable image" in problems[("5", "error")].problem and problems[("5", "error")].file.endswith("img_5.png")
+    assert "not a readable image" in problems[("5", "error")].problem
+    assert problems[("5", "error")].file.endswith("img_5.png")
     assert "listed in" in problems[("5", "error")].problem and problems[("5", "error")].line == 5
     assert "does not exist" in problems[("6", "error")].problem
     assert dataset.items[1].box == (50.0, 30.0, 60.0, 40.0)
@@ -103,7 +105,7 @@ def test_synthetic_generator_is_deterministic_and_boxes_are_exact(tmp_path):
     second = load_cub(generate_synthetic_dataset(tmp_path / "b", config))
     assert len(first.items) == 12 and not first.errors and first.labels == [1, 2, 3]
     assert [i.box for i in first.items] == [i.box for i in second.items]
-    for one, two in zip(first.items, second.items):
+    for one, two in zip(first.items, second.items, strict=True):
         assert (np.asarray(Image.open(one.path)) == np.asarray(Image.open(two.path))).all()
     assert sum(i.split == "train" for i in first.items) == 6
     # reused when the config matches, regenerated when it changes

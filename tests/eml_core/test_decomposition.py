@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from eml_core import ArgumentError, EmbeddingModel, HEAD_KINDS, build_head, explain_pair, partial_similarity
+from eml_core import HEAD_KINDS, ArgumentError, EmbeddingModel, build_head, explain_pair, partial_similarity
 from eml_core.sampling import box_weights, point_weights
 from tests.conftest import tiny_model
 

@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from eml_core.presentation import normalised_at_image_size
-from eml_core.sweep import (accuracy_table, best_per_method, box_iou, largest_component_box, max_box_accuracy,
-                            sweep_thresholds)
+from eml_core.sweep import (
+    accuracy_table,
+    best_per_method,
+    box_iou,
+    largest_component_box,
+    max_box_accuracy,
+    sweep_thresholds,
+)
 
 
 def test_iou_edge_cases():

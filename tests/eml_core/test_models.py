@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eml_core import (ArgumentError, ImageError, ModelError, build_model, explain_pair, load_model, model_from_spec,
-                      save_model)
+from eml_core import (
+    ArgumentError,
+    ImageError,
+    ModelError,
+    build_model,
+    explain_pair,
+    load_model,
+    model_from_spec,
+    save_model,
+)
 from eml_core.models import Preprocessing
 from eml_core.weights import hub_checkpoint_dir, published_hash_prefix, sha256_of
 from tests.conftest import tiny_model

@@ -12,7 +12,8 @@ ERROR_ROW = {"stage": "load", "item": "1", "file": "a.txt", "line": 3, "problem"
 
 
 def test_a_row_with_an_unknown_or_missing_column_is_an_error_not_an_empty_column():
-    with pytest.raises(TableSchemaError, match=r"table 'errors': unknown column\(s\) problme; missing column\(s\) problem"):
+    with pytest.raises(TableSchemaError,
+                       match=r"table 'errors': unknown column\(s\) problme; missing column\(s\) problem"):
         frame("errors", [{**{k: v for k, v in ERROR_ROW.items() if k != "problem"}, "problme": "typo"}])
     with pytest.raises(TableSchemaError, match=r"missing column\(s\) severity"):
         frame("errors", [{k: v for k, v in ERROR_ROW.items() if k != "severity"}])
@@ -63,3 +64,18 @@ def test_s3_on_moto(s3_endpoint):
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="eml-results-io")["Contents"]]
     assert "some/prefix/manifest.json" in keys
     assert store.location_of("manifest.json") == "s3://eml-results-io/some/prefix/manifest.json"
+
+
+def test_docs_results_lists_every_table_and_column():
+    """docs/results.md stays true to the schemas: every table is a heading, every column is named."""
+    import re
+    from pathlib import Path
+
+    from eml_core.tables import SCHEMAS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
+    sections = dict(re.findall(r"^### `(\w+)`\n(.*?)(?=^##|\Z)", text, re.M | re.S))
+    assert set(sections) == set(SCHEMAS)
+    for name, schema in SCHEMAS.items():
+        missing = [column for column in schema.names if f"`{column}`" not in sections[name]]
+        assert not missing, (name, missing)

@@ -21,9 +21,9 @@ def _brute_force_recall(embeddings, labels, k):
 
 
 def test_recall_at_k_matches_brute_force_and_pml_precision_at_1():
+    from pytorch_metric_learning.distances import CosineSimilarity
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
-    from pytorch_metric_learning.distances import CosineSimilarity
 
     g = torch.Generator().manual_seed(0)
     embeddings = torch.randn(40, 6, generator=g)
@@ -31,14 +31,15 @@ def test_recall_at_k_matches_brute_force_and_pml_precision_at_1():
     recall = recall_at_k(embeddings, labels, ks=(1, 2, 4, 8))
     for k, value in recall.items():
         assert value == pytest.approx(_brute_force_recall(embeddings, labels, k), abs=1e-6)
-    calculator = AccuracyCalculator(include=("precision_at_1",), knn_func=CustomKNN(CosineSimilarity()), device=torch.device("cpu"))
+    calculator = AccuracyCalculator(include=("precision_at_1",), knn_func=CustomKNN(CosineSimilarity()),
+                                    device=torch.device("cpu"))
     pml = calculator.get_accuracy(embeddings, torch.tensor(labels))["precision_at_1"]
     assert abs(pml - recall[1]) < 1e-6
 
 
 def _items(labels, splits):
     return [Item(str(i), f"/x/{i}.png", f"{i}.png", label, split, (0, 0, 1, 1), (4, 4))
-            for i, (label, split) in enumerate(zip(labels, splits))]
+            for i, (label, split) in enumerate(zip(labels, splits, strict=True))]
 
 
 def test_nearest_pairs_stay_in_class_and_split():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 
 import eml_core.results
+from eml_core.results import resolve_run
 from tests.faults.runs import run_flow, tables
 
 
@@ -34,4 +34,4 @@ def clean_localization(prefect_harness, tiny_synthetic_root, tmp_path_factory) -
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(eml_core.results, "write_bytes_atomic", noting)
         run_flow(tiny_synthetic_root, out)
-    return CleanRun(out, tables(out), json.loads((out / "manifest.json").read_text()), writes)
+    return CleanRun(out, tables(out), resolve_run(str(out), "localization").read_json("manifest.json"), writes)

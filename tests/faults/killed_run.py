@@ -65,8 +65,10 @@ def main(dataset_root: str, out: str, kill_at: int, phase: str) -> None:
 
     eml_core.results.write_bytes_atomic = write
     from flows.evaluate_localization import evaluate_localization
+    from tasks.configs import LocalizationConfig
 
-    evaluate_localization(dataset=f"cub:{dataset_root}", model="tests.conftest:tiny", out=out, shard_size=4)
+    evaluate_localization(LocalizationConfig(dataset=f"cub:{dataset_root}", model="tests.conftest:tiny", out=out,
+                                             shard_size=4))
     _say(f"finished after {count} writes without being killed")
 
 

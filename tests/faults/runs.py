@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from eml_core.results import resolve_run
 from eml_core.tables import frame
-from eml_core.results import ResultsLocation
 from tasks.summary import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,12 +24,14 @@ REPAIR = "cached shard unreadable ("
 def run_flow(dataset_root, out) -> dict:
     """The localization flow in this process (under the session's Prefect test harness)."""
     from flows.evaluate_localization import evaluate_localization
+    from tasks.configs import LocalizationConfig
 
-    return evaluate_localization(dataset=f"cub:{dataset_root}", model=TINY, out=str(out), shard_size=SHARD_SIZE)
+    return evaluate_localization(LocalizationConfig(dataset=f"cub:{dataset_root}", model=TINY, out=str(out),
+                                                    shard_size=SHARD_SIZE))
 
 
 def tables(out) -> dict[str, pd.DataFrame]:
-    store = ResultsLocation(str(out))
+    store = resolve_run(str(out), "localization")
     return {name: store.read_table(f"{name}.parquet") for name in TABLES}
 
 

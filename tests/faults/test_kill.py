@@ -10,14 +10,14 @@ One seed also damages cached shard files between the kill and the rerun, as a po
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import signal
+from pathlib import Path
 
 import pytest
 
-from eml_core.results import ResultsLocation
+from eml_core.results import ResultsLocation, resolve_run
 from tests.faults.runs import assert_same_tables, run_flow, run_killed, tables
 from tests.hostile.harness import record
 
@@ -33,22 +33,31 @@ def _shards(manifest: dict) -> dict[str, list[str]]:
     return shards
 
 
+RUN_FOLDER = re.compile(r"localization/\d{8}T\d{12}Z-[0-9a-f]{4}/")
+
+
+def same_write(one: str, other: str) -> bool:
+    """Equal relative paths once each run folder's id is set aside."""
+    return RUN_FOLDER.sub("localization/RUN/", one) == RUN_FOLDER.sub("localization/RUN/", other)
+
+
 def _shard_of(path: str) -> str:
     index = re.search(r"-(\d{4})-", path)[1]
     return f"{'embed' if 'embed' in path else 'localize'}-{index}"
 
 
-def _damage(out, rng: random.Random) -> dict[str, str]:
-    """Zero-byte a localize method file, truncate an embeddings file, overwrite an embed errors file."""
-    done = ResultsLocation(str(out)).list("shards")
+def _damage(cache, rng: random.Random) -> dict[str, str]:
+    """Zero-byte a localize method file, truncate an embeddings file, overwrite an embed errors file (paths under
+    the shard cache)."""
+    done = ResultsLocation(str(cache)).list("shards")
     targets = {
         "zero-byte": rng.choice([p for p in done if p.startswith("shards/localization/")]),
         "truncated": rng.choice([p for p in done if p.endswith(".npz")]),
         "garbage": rng.choice([p for p in done if p.startswith("shards/errors/embed-")]),
     }
     for damage, path in targets.items():
-        data = (out / path).read_bytes()
-        (out / path).write_bytes({"zero-byte": b"", "truncated": data[:len(data) // 3],
+        data = (cache / path).read_bytes()
+        (cache / path).write_bytes({"zero-byte": b"", "truncated": data[:len(data) // 3],
                                   "garbage": rng.randbytes(len(data))}[damage])
     return targets
 
@@ -69,18 +78,21 @@ def test_kill_9_then_rerun_ends_with_the_clean_tables(seed, clean_localization, 
     assert killed.returncode == -signal.SIGKILL, killed.output
     assert len(killed.writes) == kill_at, killed.output
     fatal = clean.writes[kill_at - 1]
-    assert killed.writes[-1] == str(out / fatal)  # the same writes in the same order as the clean run
-    assert (out / fatal).is_file() == (phase == "after")
+    written = Path(killed.writes[-1])
+    # the same writes in the same order as the clean run (the run folder's name is the run's own id)
+    assert same_write(str(written.relative_to(out)), fatal), (written, fatal)
+    assert written.is_file() == (phase == "after")
     if phase == "before-rename":  # the temporary copy is all there is, and the rerun must ignore it
-        assert list((out / fatal).parent.glob(f".{(out / fatal).name}.*.part"))
+        assert list(written.parent.glob(f".{written.name}.*.part"))
 
+    cache = out / "localization"  # the shard cache, shared by the runs
     shards = _shards(clean.manifest)
-    unfinished = {shard for shard, paths in shards.items() if not all((out / p).is_file() for p in paths)}
-    damaged = _damage(out, rng) if seed == DAMAGING_SEED else {}
-    store = ResultsLocation(str(out))
+    unfinished = {shard for shard, paths in shards.items() if not all((cache / p).is_file() for p in paths)}
+    damaged = _damage(cache, rng) if seed == DAMAGING_SEED else {}
+    store = ResultsLocation(str(cache))
 
     run_flow(tiny_synthetic_root, out)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = resolve_run(str(out), "localization").read_json("manifest.json")
     recomputed = unfinished | {_shard_of(p) for p in damaged.values()}
     assert manifest["shards_computed_this_run"] == len(recomputed), (unfinished, damaged)
     assert_same_tables(tables(out), clean.tables, repaired={store.location_of(p) for p in damaged.values()})

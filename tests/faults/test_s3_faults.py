@@ -9,13 +9,12 @@ fail the flow, and a rerun must resume and end with the same tables.
 
 from __future__ import annotations
 
-import json
 import random
 from contextlib import contextmanager
 
 import pytest
 
-from eml_core.results import ResultsLocation
+from eml_core.results import ResultsLocation, resolve_run
 from tests.faults.runs import assert_same_tables, run_flow, tables
 from tests.faults.s3_proxy import CONNECTION_RESET, RESPONSES, FaultProxy
 from tests.hostile.harness import record
@@ -85,10 +84,10 @@ def test_a_fault_outlasting_the_retries_fails_the_flow_and_a_rerun_resumes(
     assert "injected fault" in str(failure.value) and doomed[0] in str(failure.value)
     assert injector.counts() == {"InternalError": attempts}
     store = ResultsLocation(location)
-    assert not store.exists("manifest.json")
+    assert not store.exists("localization/latest.json")  # no finished run
 
     run_flow(tiny_synthetic_root, location)
-    manifest = json.loads(store.read_bytes("manifest.json"))
+    manifest = resolve_run(location, "localization").read_json("manifest.json")
     assert 0 < manifest["shards_computed_this_run"] <= 3  # the embed shards (all done) resumed from S3
     assert_same_tables(tables(location), clean_localization.tables)
     key = injector.injected[0][2]

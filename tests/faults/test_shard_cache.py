@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eml_core.tables import frame
-from tasks.localization import (LocalizationConfig, read_embeddings, run_embed_shard, run_localize_shard,
-                                run_make_pairs)
 from eml_core.results import ResultsLocation
+from eml_core.tables import frame
+from tasks.configs import LocalizationConfig
+from tasks.localization import embed_shard, localize_shard, make_pairs, read_embeddings
 from tests.hostile.harness import record
 
 TINY = "tests.conftest:tiny"
@@ -55,10 +55,10 @@ def finished_shards(tiny_synthetic, tmp_path_factory):
     items = tiny_synthetic.items[:4]
     config = LocalizationConfig(model=TINY, out=str(out), methods=("gradcam", "decomposition"), device="cpu",
                                 thresholds=(0.2, 0.5))
-    embedded = run_embed_shard(str(out), TINY, items, 0, "cpu")
-    pairs, _ = run_make_pairs(items, read_embeddings(str(out), [embedded["path"]]), "nearest", 0,
+    embedded = embed_shard.fn(str(out), TINY, items, 0, "cpu")
+    pairs, _ = make_pairs.fn(items, read_embeddings(str(out), [embedded["path"]]), "nearest", 0,
                               ("train", "test"))
-    localized = run_localize_shard(str(out), TINY, pairs, 0, config)
+    localized = localize_shard.fn(str(out), TINY, pairs, 0, config)
     assert embedded["computed"] and localized["computed"] == ["gradcam", "decomposition"]
     return out, items, pairs, config, embedded, localized
 
@@ -101,7 +101,7 @@ def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_s
     untouched = {p: (out / p).stat().st_mtime_ns for p in store.list("shards") if p != relative}
 
     if target.startswith("embed"):
-        result = run_embed_shard(str(out), TINY, items, 0, "cpu")
+        result = embed_shard.fn(str(out), TINY, items, 0, "cpu")
         assert result["computed"] is True
         errors_path = result["errors_path"]
         with np.load(io.BytesIO(store.read_bytes(result["path"]))) as now, np.load(io.BytesIO(
@@ -109,7 +109,7 @@ def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_s
             assert (now["image_ids"] == before["image_ids"]).all()
             np.testing.assert_array_equal(now["embeddings"], before["embeddings"])
     else:
-        result = run_localize_shard(str(out), TINY, pairs, 0, config)
+        result = localize_shard.fn(str(out), TINY, pairs, 0, config)
         assert result["computed"] == ([] if target == "localize errors" else ["decomposition"])
         errors_path = result["errors_path"]
         for path in result["paths"].values():
@@ -131,8 +131,8 @@ def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_s
     assert len(errors) - len(warnings) == len(ResultsLocation(str(finished_shards[0])).read_table(errors_path))
 
     # the repaired shard is cached again, and its warning stays on record with it
-    again = (run_embed_shard(str(out), TINY, items, 0, "cpu") if target.startswith("embed")
-             else run_localize_shard(str(out), TINY, pairs, 0, config))
+    again = (embed_shard.fn(str(out), TINY, items, 0, "cpu") if target.startswith("embed")
+             else localize_shard.fn(str(out), TINY, pairs, 0, config))
     assert again["computed"] in (False, [])
     assert store.read_table(errors_path).equals(errors)
     record("localization shard tasks", f"cached {target} file damaged: {damage}", "survived", kind="fault")
@@ -147,4 +147,4 @@ def test_a_read_failure_is_not_mistaken_for_damage(finished_shards, tmp_path, mo
 
     monkeypatch.setattr(ResultsLocation, "read_bytes", unreadable)
     with pytest.raises(PermissionError, match="permission denied"):
-        run_embed_shard(str(out), TINY, items, 0, "cpu")
+        embed_shard.fn(str(out), TINY, items, 0, "cpu")

@@ -69,8 +69,9 @@ def test_bad_inputs_exit_2_with_the_file_or_argument_named(tmp_path, capsys):
         (["explain", str(good), str(good), "--model", "tests.conftest:tiny", "--point-query", "56,3"],
          "--point-query: point (56, 3) is outside"),
         (["explain", str(good), str(good), "--model", "tests.conftest:tiny", "--point-retrieved", "3"],
-         "--point-retrieved: expected X,Y"),
-        (["explain", str(good), str(good), "--model", "resnet9:gap"], "model spec 'resnet9:gap': unknown backbone 'resnet9'"),
+         "Invalid value for '--point-retrieved': expected X,Y"),
+        (["explain", str(good), str(good), "--model", "resnet9:gap"],
+         "model spec 'resnet9:gap': unknown backbone 'resnet9'"),
         (["explain", str(good), str(good), "--model", "tests.conftest:tiny", "--input-size", "2x2"],
          "smaller than the backbone's stride of 4"),
         (["explain", str(good), str(good), "--model", "tests.conftest:tiny", "--device", "tpu"], "--device"),
@@ -83,10 +84,12 @@ def test_bad_inputs_exit_2_with_the_file_or_argument_named(tmp_path, capsys):
 
 def test_demo_explanation_of_the_builtin_example(tmp_path):
     from eml_core.examples import write_example_pair
-    from flows.cli import DEMO_MODEL, run_explain
+    from tasks.configs import DemoConfig, ExplainConfig
+    from tasks.explain import explain
 
     query, retrieved = write_example_pair(tmp_path / "inputs")
-    summary = run_explain(query, retrieved, DEMO_MODEL, tmp_path, point_query=(190.0, 110.0))
+    summary = explain.fn(ExplainConfig(query=str(query), retrieved=str(retrieved), model=DemoConfig().explain_model,
+                                       out=str(tmp_path), point_query=(190.0, 110.0)))
     assert summary["model_config"]["pretrained"] is True
     assert abs(summary["completeness_residual"]) < 1e-5
     assert (tmp_path / "query_decomposition.png").exists()
@@ -99,7 +102,8 @@ def test_evaluate_localization_command(prefect_harness, tiny_synthetic_root, tmp
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "Table I" in out and "| decomposition |" in out and str(tmp_path / "run") in out
-    assert (tmp_path / "run" / "localization_summary.parquet").exists()
+    run = next((tmp_path / "run" / "localization").glob("2*"))  # the run folder, named by its time-sortable id
+    assert (run / "localization_summary.parquet").exists()
 
 
 def test_evaluate_with_a_bad_dataset_spec_exits_2(capsys):

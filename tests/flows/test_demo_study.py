@@ -11,7 +11,8 @@ from amt.ledger import Ledger
 
 
 def test_demo_study_builds_from_the_runs_under_its_own_out(tiny_synthetic, tiny_synthetic_root, tmp_path, monkeypatch):
-    from flows.cli import DEMO_STUDY, build_demo_study
+    from tasks.demo import DEMO_STUDY
+    from tasks.studies import build
 
     out = tmp_path / "elsewhere" / "X"
     run = out / "localization"
@@ -23,7 +24,7 @@ def test_demo_study_builds_from_the_runs_under_its_own_out(tiny_synthetic, tiny_
     (run / "manifest.json").write_text(json.dumps({"config": {"dataset": f"cub:{tiny_synthetic_root}"},
                                                    "checkpoint": {"spec": "tests.conftest:tiny"}}))
     monkeypatch.chdir(tmp_path)  # no out/demo here: the build must not look for one
-    study = build_demo_study(out)
+    study = build.fn(str(DEMO_STUDY), str(out / "study"), source=str(out / "localization"))  # as flows/demo.py
     ledger = Ledger.load(out / "study")
     assert ledger.data["study"]["source"] == str(run)
     assert study["items"] == len(ledger.items) == 24  # 20 items + 20% catch trials, as the demo definition says

@@ -32,4 +32,4 @@ def test_deployments_resolve_and_validate():
     collect = next(d for d in spec["deployments"] if d["name"] == "collect-study")
     assert collect["schedules"][0]["interval"] > 0
     nightly = next(d for d in spec["deployments"] if d["name"] == "nightly-localization")
-    assert {"dataset", "model", "out"} <= set(nightly["parameters"])
+    assert {"dataset", "model", "out"} <= set(nightly["parameters"]["config"])

@@ -40,7 +40,8 @@ CASES = {
     "evaluate --pairing best": (lambda f: _evaluate(f, "--pairing", "best"), "--pairing"),
     "evaluate --connectivity 6": (lambda f: _evaluate(f, "--connectivity", "6"), "--connectivity"),
     "evaluate --seed -5": (lambda f: _evaluate(f, "--seed", "-5"), "--seed"),
-    "evaluate --device meta": (lambda f: _evaluate(f, "--device", "meta"), "--device: expected cpu, cuda, cuda:N or auto"),
+    "evaluate --device meta": (lambda f: _evaluate(f, "--device", "meta"),
+                               "--device: expected cpu, cuda, cuda:N or auto"),
     "evaluate --device tpu": (lambda f: _evaluate(f, "--device", "tpu"), "--device"),
     "evaluate --device cuda:7 (no CUDA here)": (lambda f: _evaluate(f, "--device", "cuda:7"), "--device"),
     "evaluate --out names an existing file": (
@@ -72,8 +73,10 @@ CASES = {
     "train --loss foo": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--loss", "foo"], "--loss"),
     "train --backbone resnet9": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--backbone", "resnet9"],
                                  "--backbone: unknown backbone 'resnet9'"),
-    "train --head gapp": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--head", "gapp"], "--head: unknown head"),
-    "train --out names a folder": (lambda f: ["train", "--out", f["folder"]], "is a folder; expected a file name"),
+    "train --head gapp": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--head", "gapp"],
+                          "--head: unknown head"),
+    "train --out names a folder": (lambda f: ["train", "--out", f["folder"]],
+                                   "is a folder; expected a checkpoint file"),
     "train --device meta": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--device", "meta"], "--device"),
     "train --dataset folder:/missing": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--dataset",
                                                    "folder:/missing"], "does not exist"),
@@ -102,7 +105,7 @@ CASES = {
                                                  f["out"], "--point-query", "nan,nan"], "--point-query"),
     "explain --device meta": (lambda f: ["explain", f["image"], f["image"], "--model", TINY, "--out", f["out"],
                                          "--device", "meta"], "--device"),
-    "unknown command": (lambda f: ["explode"], "invalid choice"),
+    "unknown command": (lambda f: ["explode"], "No such command 'explode'"),
 }
 
 
@@ -128,12 +131,24 @@ FLOW_CASES = {
 
 @pytest.mark.parametrize("case", sorted(FLOW_CASES))
 def test_flow_parameters_are_validated_where_the_flow_starts(case, tmp_path):
-    """What a deployment passes goes through the same validation (the flow run fails with the field named)."""
+    """What a deployment passes goes through the same validation: the flow's parameters are checked against
+    its typed config when the run is created (the form of every field), and the inputs themselves (folders,
+    files, the device) when the flow starts on its worker; either way the run fails with the field named."""
+    from prefect.exceptions import ParameterTypeError
+
     from flows.evaluate_localization import evaluate_localization
 
     overrides, field = FLOW_CASES[case]
     parameters = {"dataset": "synthetic", "model": TINY, "out": str(tmp_path / "run"), **overrides}
-    with pytest.raises(ArgumentError) as refused:
-        evaluate_localization.fn(**parameters)
-    assert refused.value.argument == field and "\n" not in str(refused.value)
+    try:
+        evaluate_localization.validate_parameters({"config": parameters})
+    except ParameterTypeError as refused:  # the form: caught before the run starts
+        assert field in str(refused), (case, str(refused))
+    else:  # the form is fine; what exists is checked at the start of the run
+        with pytest.raises(ArgumentError) as refused:
+            evaluate_localization.fn(parameters)
+        assert refused.value.argument == field and "\n" not in str(refused.value)
+    with pytest.raises(ArgumentError) as plain_call:  # a plain call validates the same way, one line
+        evaluate_localization.fn(parameters)
+    assert plain_call.value.argument == field and "\n" not in str(plain_call.value)
     record("evaluate_localization flow parameters", case, "clean_error")

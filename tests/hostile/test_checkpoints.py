@@ -57,7 +57,8 @@ def _cases(tmp_path) -> dict[str, str]:
     marker = tmp_path / "PWNED"
     cases = {}
     cases["factory os:system with a shell command"] = _save(
-        tmp_path / "system.pt", _payload(kind="factory", factory="os:system", factory_kwargs={"command": f"touch {marker}"}))
+        tmp_path / "system.pt",
+        _payload(kind="factory", factory="os:system", factory_kwargs={"command": f"touch {marker}"}))
     cases["factory subprocess:getoutput"] = _save(
         tmp_path / "getoutput.pt", _payload(kind="factory", factory="subprocess:getoutput",
                                             factory_kwargs={"cmd": f"touch {marker}"}))
@@ -96,7 +97,8 @@ def _cases(tmp_path) -> dict[str, str]:
     cases["input_size of a million pixels a side"] = _save(
         tmp_path / "huge_input.pt", {**_payload(), "config": {**builtin, "embedding_dim": 8, "input_size": [10**6, 4]}})
     cases["unknown backbone"] = _save(tmp_path / "backbone.pt",
-                                      {**_payload(), "config": {**builtin, "backbone": "os.system", "embedding_dim": 8}})
+                                      {**_payload(),
+                                       "config": {**builtin, "backbone": "os.system", "embedding_dim": 8}})
     cases["preprocessing with an unknown key"] = _save(
         tmp_path / "prep_key.pt", {**_payload(), "preprocessing": {"input_size": [24, 32], "exec": "rm -rf /"}})
     cases["preprocessing with a NaN std"] = _save(
@@ -155,7 +157,8 @@ def test_cli_model_factory_option_trusts_exactly_that_factory(tmp_path, untrusti
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(image)
     path = str(save_model(model_from_spec(TINY), tmp_path / "tiny.pt"))
     argv = ["explain", str(image), str(image), "--model", path, "--out", str(tmp_path / "out")]
-    result = run_cli(argv, entry_point="eml explain --model CHECKPOINT", case="factory checkpoint without --model-factory")
+    result = run_cli(argv, entry_point="eml explain --model CHECKPOINT",
+                     case="factory checkpoint without --model-factory")
     assert "--model-factory tests.conftest:tiny" in result.err
     from flows.cli import main
 

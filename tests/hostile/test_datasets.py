@@ -138,8 +138,9 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
                                                                              tmp_path):
     """Bad images (bomb, zero-byte, truncated, 1x1, ...) inside a dataset: each is an errors row, the run
     completes and writes every table (before the fix a decompression bomb ended the run with nothing written)."""
+    from eml_core.results import resolve_run
     from flows.evaluate_localization import evaluate_localization
-    from eml_core.results import ResultsLocation
+    from tasks.configs import LocalizationConfig
 
     root = tmp_path / "data"
     cub = root / "CUB_200_2011"
@@ -149,7 +150,7 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
     extra = {"images": [], "boxes": [], "labels": [], "split": []}
     chosen = {case: path for case, (path, expectation) in bad.items()
               if path.is_file() and case != "3x4000 sliver" and (expectation == "error" or case == "1x1 image")}
-    for offset, (case, path) in enumerate(chosen.items()):
+    for offset, path in enumerate(chosen.values()):
         image_id = 1000 + offset
         relative = f"bad/{image_id}{path.suffix}"
         (cub / "images" / "bad").mkdir(exist_ok=True)
@@ -163,9 +164,10 @@ def test_localization_run_over_a_hostile_dataset_completes_with_errors_rows(pref
                       ("split", "train_test_split.txt")):
         lines = (cub / name).read_text().splitlines()
         (cub / name).write_text("\n".join(lines + extra[key]) + "\n")
-    result = evaluate_localization(dataset=f"cub:{root}", model="tests.conftest:tiny", out=str(tmp_path / "run"),
-                                   shard_size=5, methods=["decomposition"])
-    store = ResultsLocation(str(tmp_path / "run"))
+    result = evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model="tests.conftest:tiny",
+                                                      out=str(tmp_path / "run"), shard_size=5,
+                                                      methods=("decomposition",)))
+    store = resolve_run(str(tmp_path / "run"), "localization")
     errors = store.read_table("errors.parquet")
     items = store.read_table("localization_items.parquet")
     assert items["image_id"].nunique() == 12  # every good image localized

@@ -1,0 +1,83 @@
+"""``eml evaluate ...`` and ``eml diagnose``: the evaluation flows."""
+
+from __future__ import annotations
+
+import click
+
+from flows.cli.common import (
+    CONTEXT,
+    DATASET_HELP,
+    DEVICE_HELP,
+    FACTORY_HELP,
+    MODEL_HELP,
+    command,
+    prefect_environment,
+    split_list,
+    trust_model_factories,
+)
+from tasks.configs import DEFAULT_METHODS
+
+
+@click.group("evaluate", context_settings=CONTEXT)
+def evaluate():
+    """Run an evaluation flow (Prefect; ephemeral mode unless PREFECT_API_URL points at a server)."""
+
+
+@evaluate.command("localization", context_settings=CONTEXT)
+@click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option("--model", required=True, help=MODEL_HELP)
+@click.option("--out", required=True, help="results folder or s3://bucket/prefix")
+@click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
+@click.option("--splits", default="train,test", help="splits embedded for Recall@K and localized")
+@click.option("--pairing", type=click.Choice(["nearest", "random"]), default="nearest",
+              help="partner of each image: its nearest same-class image, or a seeded random one")
+@click.option("--sides", default="query", help="query, or query,retrieved")
+@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
+@click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", help="of the connected components")
+@click.option("--resolution", type=click.Choice(["image", "authors_224"]), default="image",
+              help="threshold maps at each image's size, or at 224x224 as the authors did (boxes scaled back)")
+@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--model-factory", help=FACTORY_HELP)
+@command
+def localization(dataset, model, out, methods, splits, pairing, sides, shard_size, connectivity, resolution, seed,
+                 device, model_factory):
+    """Weakly supervised localization (paper Tables I, II): tables, figures and manifest in --out."""
+    from tasks.configs import LocalizationConfig, validated
+
+    trust_model_factories(model_factory, model)
+    config = validated(LocalizationConfig, dataset=dataset, model=model, out=out, methods=split_list(methods),
+                       splits=split_list(splits), pairing=pairing, sides=split_list(sides), shard_size=shard_size,
+                       connectivity=int(connectivity), resolution=resolution, seed=seed, device=device)
+    config.check_inputs()  # before a flow (and its server) starts
+    prefect_environment()
+    from flows.evaluate_localization import evaluate_localization
+    from tasks.summary import markdown_report
+
+    result = evaluate_localization(config)
+    click.echo(markdown_report(result, result["manifest"]["dataset"]["name"]))
+
+
+@click.command("diagnose", context_settings=CONTEXT)
+@click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option("--models", required=True, help="comma-separated checkpoints; the first is the reference")
+@click.option("--out", required=True, help="results folder or s3://bucket/prefix")
+@click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
+@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
+@click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--model-factory", help=FACTORY_HELP)
+@command
+def diagnose(dataset, models, out, methods, shard_size, device, model_factory):
+    """Compare checkpoints (paper Tables III, IV): Recall@1 and train-set localization accuracy."""
+    from tasks.configs import DiagnoseConfig, validated
+
+    trust_model_factories(model_factory, *split_list(models))
+    config = validated(DiagnoseConfig, dataset=dataset, models=split_list(models), out=out,
+                       methods=split_list(methods), shard_size=shard_size, device=device)
+    config.check_inputs()
+    prefect_environment()
+    from flows.diagnose import diagnose_models
+    from tasks.diagnosis import diagnosis_markdown
+
+    table = diagnose_models(config)
+    click.echo(diagnosis_markdown(table, config.out))

