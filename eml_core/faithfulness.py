@@ -451,7 +451,7 @@ def _embed_lazily(model: EmbeddingModel, jobs: Iterable[tuple[object, torch.Tens
 # deletion / insertion
 
 
-def _check_steps(steps) -> tuple[float, ...]:
+def check_steps(steps) -> tuple[float, ...]:
     steps = tuple(float(f) for f in steps)
     if len(steps) < 2 or steps[0] != 0.0 or steps[-1] != 1.0 or any(b <= a for a, b in itertools.pairwise(steps)):
         raise ArgumentError("steps", f"fractions must increase strictly from 0 to 1 (both included), got {steps}")
@@ -578,7 +578,7 @@ def evaluate_faithfulness(model: EmbeddingModel, pairs, methods=DEFAULT_METHODS,
     operators = [Removal(name, blur_sigma, road_noise) for name in removals]
     if not operators:
         raise ArgumentError("removals", f"name at least one of {', '.join(REMOVALS)}")
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     references = tuple(references)
     if any(name not in REFERENCE_ORDERINGS for name in references):
         raise ArgumentError("references", f"expected some of {REFERENCE_ORDERINGS}, got {references}")

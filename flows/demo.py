@@ -8,9 +8,10 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.evaluate_faithfulness import evaluate_faithfulness
 from flows.evaluate_localization import evaluate_localization
 from flows.train import train
-from tasks.configs import DemoConfig, ExplainConfig, LocalizationConfig, TrainConfig, as_config
+from tasks.configs import DemoConfig, ExplainConfig, FaithfulnessConfig, LocalizationConfig, TrainConfig, as_config
 from tasks.demo import DEMO_STUDY, EXAMPLE_POINTS, embedded_dataset, example_pair
 from tasks.explain import explain
 from tasks.studies import build
@@ -31,5 +32,9 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
     localization = evaluate_localization(LocalizationConfig(dataset="synthetic", model=checkpoint,
                                                             out=str(out)))
     study = build(str(DEMO_STUDY), str(out / "study"), source=localization["location"])
+    # small on purpose: 2 pairs of the localization run, 5 steps, one removal; the full protocol is a template
+    faithfulness = evaluate_faithfulness(FaithfulnessConfig(
+        dataset="synthetic", model=checkpoint, out=str(out), localization_run=localization["location"], pairs=2,
+        steps=(0.0, 0.1, 0.3, 0.6, 1.0), points_per_pair=1))
     return {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
-            "study": study, "out": str(out)}
+            "study": study, "faithfulness": faithfulness, "out": str(out)}

@@ -3,6 +3,7 @@
     eml explain QUERY RETRIEVED --model SPEC --out DIR [--point-query X,Y] [--point-retrieved X,Y]
     eml train --dataset SPEC --out CHECKPOINT [--loss multi_similarity|triplet] [--epochs N]
     eml evaluate localization --dataset SPEC --model SPEC --out LOCATION
+    eml evaluate faithfulness --dataset SPEC --model SPEC --out LOCATION [--removal blur|mean|road] [--steps ...]
     eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
     eml rankings --dataset SPEC --model SPEC --out TABLE.parquet   # region rankings for retrieval studies
     eml study build DEFINITION --out FOLDER | launch FOLDER [--live] | collect FOLDER | analyze FOLDER

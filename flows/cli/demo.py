@@ -21,6 +21,7 @@ def demo(out, explain_model):
     prefect_environment()
     from flows.demo import demo as demo_flow
     from tasks.explain import summary_lines
+    from tasks.faithfulness import markdown_report as faithfulness_report
     from tasks.summary import markdown_report
 
     result = demo_flow(config)
@@ -36,5 +37,8 @@ def demo(out, explain_model):
     click.echo(f"== 5/5 the example human study (built, not launched, nothing served): {study['items']} items in "
                f"{study['hits']} HITs -> {study['folder']}; review {study['folder']}/hits/*.html, then "
                f"`eml study serve` or `eml study launch`")
+    click.echo("== and then: faithfulness of the maps to the similarity, and sanity checks (2 pairs of that run)")
+    click.echo(faithfulness_report(result["faithfulness"]))
     click.echo(f"\nexplanations: {out}/explain; checkpoint: {out}/model.pt; localization results: "
                f"{result['localization']['location']}")
+    click.echo(f"faithfulness results: {result['faithfulness']['location']}")
