@@ -28,8 +28,14 @@ import pyarrow.parquet as pq
 import torch
 
 from eml_core.datasets import load_cub
-from eml_core.faithfulness import (as_image_pairs, count_forward_passes, evaluate_faithfulness,
-                                   evaluate_point_faithfulness, most_faithful, summarise_faithfulness)
+from eml_core.faithfulness import (
+    as_image_pairs,
+    count_forward_passes,
+    evaluate_faithfulness,
+    evaluate_point_faithfulness,
+    most_faithful,
+    summarise_faithfulness,
+)
 from eml_core.faithfulness_figures import curves_figure, sanity_figure
 from eml_core.models import load_model, save_model
 from eml_core.retrieval import embed_items, same_class_pairs

@@ -77,8 +77,8 @@ import itertools
 import math
 import warnings
 import zlib
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -194,7 +194,7 @@ def _stable_seed(seed: int, *parts: str) -> np.random.Generator:
 
 def maps_at_image_size(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Raw signed maps ``(..., h, w)`` upsampled bilinearly (half-pixel centres) to ``size``, as float64 numpy."""
-    return upsample(maps.detach().float().cpu(), tuple(size)).double().numpy()
+    return upsample(maps.detach().float().cpu(), (int(size[0]), int(size[1]))).double().numpy()
 
 
 def pixel_order(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -234,7 +234,7 @@ def similarity_gradients(model: EmbeddingModel, query: torch.Tensor, retrieved: 
         score = _similarity(e_q, e_r, similarity)
         grads = torch.autograd.grad(score.sum(), (pixels["query"], pixels["retrieved"]), allow_unused=True)
     return {side: (g if g is not None else torch.zeros_like(pixels[side])).detach()
-            for side, g in zip(SIDES, grads)}
+            for side, g in zip(SIDES, grads, strict=True)}
 
 
 def gradient_oracle_map(pixels: torch.Tensor, gradient: torch.Tensor, removed: torch.Tensor) -> np.ndarray:
@@ -433,7 +433,7 @@ def _embed_lazily(model: EmbeddingModel, jobs: Iterable[tuple[object, torch.Tens
             for key in keys:
                 failed[key] = f"forward pass failed: {str(error).splitlines()[0][:200]}"
             return
-        embeddings.update(zip(keys, out))
+        embeddings.update(zip(keys, out, strict=True))
 
     for key, image in jobs:
         bucket = pending.setdefault(tuple(image.shape), [])
@@ -510,7 +510,7 @@ def _explain_group(model: EmbeddingModel, group: list[LoadedPair], methods, side
             continue
         for side in sides:
             other = "retrieved" if side == "query" else "query"
-            size = tuple(item.pixels[side].shape[-2:])
+            size = (int(item.pixels[side].shape[-2]), int(item.pixels[side].shape[-1]))
             side_maps = {name: maps_at_image_size(maps[name][side][b], size) for name in methods}
             if RANDOM in references:
                 rng = _stable_seed(seed, item.pair.pair_id, side, RANDOM)
@@ -539,11 +539,11 @@ def _curve_jobs(views: list[_SideView], removal: Removal, orderings: tuple[str, 
             for curve in CURVES:
                 masks = np.stack([(ranks < count) if curve == "deletion" else (ranks >= count) for _, count in inner])
                 if REMOVALS[removal.name].per_mask:  # e.g. ROAD's sparse solve: one image at a time
-                    for (i, _), mask in zip(inner, masks):
+                    for (i, _), mask in zip(inner, masks, strict=True):
                         yield (view.key, ordering, curve, i), removal.apply(view.pixels, mask, rng)[0]
                 else:
                     images = removal.apply(view.pixels, masks, rng)
-                    for (i, _), image in zip(inner, images):
+                    for (i, _), image in zip(inner, images, strict=True):
                         yield (view.key, ordering, curve, i), image
 
 
@@ -605,6 +605,7 @@ def evaluate_faithfulness(model: EmbeddingModel, pairs, methods=DEFAULT_METHODS,
                 for view in views:
                     view_maps = dict(view.maps)
                     if GRADIENT_ORACLE in references:
+                        assert view.gradient is not None  # computed whenever the oracle is asked for
                         view_maps[GRADIENT_ORACLE] = gradient_oracle_map(view.pixels, view.gradient,
                                                                          removal.fully_removed(view.pixels))
                     for ordering in orderings:
@@ -708,16 +709,16 @@ def evaluate_point_faithfulness(model: EmbeddingModel, pairs, methods=None, remo
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    explanation = explain_pair(model, model.preprocessing(torch.stack([i.pixels["query"] for i in group])),
-                                               model.preprocessing(torch.stack([i.pixels["retrieved"] for i in group])),
-                                               similarity)
+                    query = model.preprocessing(torch.stack([i.pixels["query"] for i in group]))
+                    retrieved = model.preprocessing(torch.stack([i.pixels["retrieved"] for i in group]))
+                    explanation = explain_pair(model, query, retrieved, similarity)
                 plans = _point_plans(explanation, group, chosen, side, other, points_per_pair, region_fraction,
                                      random_regions, seed)
             except (EmlError, RuntimeError) as error:
                 for item in group:
                     errors.append(ErrorRecord(stage, item.pair.pair_id, None, None, f"explanation failed: {error}"))
                 continue
-            for item, plan in zip(group, plans):
+            for item, plan in zip(group, plans, strict=True):
                 if plan is None:
                     errors.append(ErrorRecord(stage, item.pair.pair_id, None, None,
                                               "pair left out: an embedding has zero norm or is not finite"))
@@ -727,8 +728,8 @@ def evaluate_point_faithfulness(model: EmbeddingModel, pairs, methods=None, remo
             broken = {key[0] for key in failed}
             for plan in plans:
                 if plan["index"] in broken:
-                    errors.append(ErrorRecord(stage, plan["pair_id"], None, None,
-                                              f"pair left out: {failed[next(k for k in failed if k[0] == plan['index'])]}"))
+                    problem = failed[next(k for k in failed if k[0] == plan["index"])]
+                    errors.append(ErrorRecord(stage, plan["pair_id"], None, None, f"pair left out: {problem}"))
                     continue
                 rows.extend(_point_rows(plan, embeddings, operator.name, side, region_fraction, similarity))
     return rows, errors
@@ -748,14 +749,14 @@ def _point_plans(explanation, group, methods, side, other, points_per_pair, regi
     point_maps = method_point_maps(explanation, side, points, methods)   # (B, B*k, h, w)
     overall = method_maps(explanation, methods)
     f = explanation.partial_embedding(side, points_xy=points)             # (B, B*k, l)
-    plans = []
+    plans: list[dict | None] = []
     for b, item in enumerate(group):
         if bool(explanation.degenerate[b]):
             plans.append(None)
             continue
         rng = _stable_seed(seed, item.pair.pair_id, side, "points")
         mine = slice(b * k, (b + 1) * k)
-        regions = {}
+        regions: dict[tuple[str, int | str], np.ndarray] = {}
         for name in methods:
             for j, values in enumerate(maps_at_image_size(point_maps[name][b, mine], size_other)):
                 regions[(name, j)] = _top_region(values, region_fraction, rng)

@@ -42,8 +42,14 @@ from torch import nn
 from eml_core.datasets import ErrorRecord
 from eml_core.decomposition import SIDES, explain_pair
 from eml_core.errors import ArgumentError, EmlError
-from eml_core.faithfulness import (as_image_pairs, bootstrap_interval, check_arguments, load_pair_pixels, mean_statistic,
-                                   stackable_groups)
+from eml_core.faithfulness import (
+    as_image_pairs,
+    bootstrap_interval,
+    check_arguments,
+    load_pair_pixels,
+    mean_statistic,
+    stackable_groups,
+)
 from eml_core.methods import DEFAULT_METHODS, method_maps
 from eml_core.models import EmbeddingModel, inference_mode_of
 from eml_core.presentation import present
@@ -83,8 +89,9 @@ def randomize_layer(module: nn.Module, seed: int) -> None:
         for sub in module.modules():
             if not _owns_parameters(sub):
                 continue
-            if callable(getattr(sub, "reset_parameters", None)):
-                sub.reset_parameters()
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
             else:
                 for parameter in sub.parameters(recurse=False):
                     spread = float(parameter.std()) if parameter.numel() > 1 else 0.0
@@ -122,13 +129,13 @@ class CascadingRandomization:
     def __iter__(self) -> Iterator[Stage]:
         if self._saved is None:
             raise RuntimeError("iterate a CascadingRandomization inside its `with` block (it restores the model)")
-        for depth, (name, module) in enumerate(zip(self.layers, self.modules), start=1):
+        for depth, (name, module) in enumerate(zip(self.layers, self.modules, strict=True), start=1):
             randomize_layer(module, self.seed + depth)
             yield Stage(depth, name, tuple(self.layers[:depth]))
 
     def __exit__(self, *exc) -> None:
         with torch.no_grad():
-            for module, saved in zip(self.modules, self._saved or []):
+            for module, saved in zip(self.modules, self._saved or [], strict=False):  # nothing saved: nothing to do
                 for key, tensor in module.state_dict(keep_vars=True).items():
                     tensor.copy_(saved[key])
         self._saved = None
@@ -203,7 +210,8 @@ def evaluate_sanity(model: EmbeddingModel, pairs, methods=DEFAULT_METHODS, sides
             for item in loaded:
                 errors.append(ErrorRecord(stage, item.pair.pair_id, None, None, f"explanation failed: {error}"))
             return rows, errors
-        sizes = {(item.index, side): tuple(item.pixels[side].shape[-2:]) for item in loaded for side in SIDES}
+        sizes = {(item.index, side): (int(item.pixels[side].shape[-2]), int(item.pixels[side].shape[-1]))
+                 for item in loaded for side in SIDES}
         shown = {key: present(raw, sizes[key[:2]])[0].numpy() for key, raw in trained.items()}
         with cascading_randomization(model, layers, seed) as cascade:
             for step in cascade:

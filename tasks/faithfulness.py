@@ -17,8 +17,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from eml_core.datasets import Dataset, ErrorRecord, Item
-from eml_core.faithfulness import (ImagePair, count_forward_passes, evaluate_faithfulness,
-                                   evaluate_point_faithfulness, most_faithful, summarise_faithfulness)
+from eml_core.faithfulness import (
+    ImagePair,
+    count_forward_passes,
+    evaluate_faithfulness,
+    evaluate_point_faithfulness,
+    most_faithful,
+    summarise_faithfulness,
+)
 from eml_core.faithfulness_figures import curves_figure, sanity_figure
 from eml_core.models import resolve_device
 from eml_core.results import ResultsLocation, resolve_run
@@ -51,7 +57,9 @@ def choose_pairs(pairs: list[Pair], count: int) -> list[Pair]:
     """At most ``count`` pairs: the first pair (by query image id) of each class in label order, then, if
     classes run out, the remaining pairs in the same order. Deterministic, and spread over classes."""
     ordered = sorted(pairs, key=lambda p: (p.query.label, p.query.image_id))
-    first, rest, seen = [], [], set()
+    first: list[Pair] = []
+    rest: list[Pair] = []
+    seen: set[int] = set()
     for pair in ordered:
         (rest if pair.query.label in seen else first).append(pair)
         seen.add(pair.query.label)

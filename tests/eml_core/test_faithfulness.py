@@ -16,10 +16,24 @@ from torch.nn import functional
 
 from eml_core import EmbeddingModel, Preprocessing, build_head, explain_pair
 from eml_core.errors import ArgumentError
-from eml_core.faithfulness import (CURVES, GRADIENT_ORACLE, RANDOM, ROAD_NEIGHBOURS, ImagePair, area_under_curve,
-                                   count_forward_passes, curve_areas, evaluate_faithfulness,
-                                   evaluate_point_faithfulness, most_faithful, pixel_ranks, remove, road_impute,
-                                   step_counts, summarise_faithfulness)
+from eml_core.faithfulness import (
+    CURVES,
+    GRADIENT_ORACLE,
+    RANDOM,
+    ROAD_NEIGHBOURS,
+    ImagePair,
+    area_under_curve,
+    count_forward_passes,
+    curve_areas,
+    evaluate_faithfulness,
+    evaluate_point_faithfulness,
+    most_faithful,
+    pixel_ranks,
+    remove,
+    road_impute,
+    step_counts,
+    summarise_faithfulness,
+)
 from eml_core.faithfulness_figures import curves_figure
 from eml_core.methods import method_maps
 from eml_core.tables import frame
@@ -103,7 +117,7 @@ def test_faithful_maps_lose_the_similarity_at_the_step_that_removes_the_region_a
         s0, s_region = (float(functional.cosine_similarity(e[i], e[2], dim=0)) for i in (0, 1))
         assert s0 - s_region > 0.05, "the region carries the similarity"
 
-        def normalised_drop(method):
+        def normalised_drop(method, pair=pair, s0=s0, s_region=s_region):
             line = deletion[(deletion["pair_id"] == pair.pair_id) & (deletion["method"] == method)]
             value = float(line.loc[line["step"] == covered, "similarity"].iloc[0])
             assert float(line.loc[line["step"] == 0, "similarity"].iloc[0]) == pytest.approx(s0, abs=1e-5)
@@ -277,7 +291,7 @@ def test_batched_forwards_give_the_rows_of_one_forward_per_image_at_a_fraction_o
     pairs, sides, orderings, removals = 2, 2, 4 + 2, 2
     per_removal = pairs * sides * (2 + orderings * len(CURVES) * (len(steps) - 2))
     explain_and_gradients = 4 * pairs
-    for batch_size, (table, count) in runs.items():
+    for table, count in runs.values():
         assert len(table) == removals * pairs * sides * orderings * len(CURVES) * len(steps)
         assert count.images == explain_and_gradients + removals * per_removal
     assert runs[1][1].calls == 4 + removals * per_removal
@@ -291,7 +305,7 @@ def test_curves_share_their_end_points_and_fit_the_table(noise_pairs):
     model = tiny_model("gap_fc", (24, 32))
     rows, _ = evaluate_faithfulness(model, noise_pairs[:2], removals="blur", steps=(0.0, 0.5, 1.0))
     table = frame("faithfulness_curves", rows)
-    for (pair, side), group in table.groupby(["pair_id", "side"]):
+    for _, group in table.groupby(["pair_id", "side"]):
         deletion = group[group["curve"] == "deletion"]
         insertion = group[group["curve"] == "insertion"]
         assert deletion.loc[deletion["step"] == 0, "similarity"].nunique() == 1   # the intact image, every method
@@ -425,7 +439,7 @@ def synthetic_curves(pairs=6, seed=0) -> list[dict]:
         for method, middle in (("steep", 0.1), ("flat", 0.9), (RANDOM, 0.5)):
             for curve in CURVES:
                 values = (s0, middle * s0, 0.0) if curve == "deletion" else (0.0, (1 - middle) * s0, s0)
-                for i, (f, value) in enumerate(zip((0.0, 0.5, 1.0), values)):
+                for i, (f, value) in enumerate(zip((0.0, 0.5, 1.0), values, strict=True)):
                     for side in ("query", "retrieved"):
                         rows.append({"pair_id": f"p{p}", "side": side, "method": method, "removal": "mean",
                                      "curve": curve, "step": i, "fraction": f, "similarity": value})
@@ -462,7 +476,8 @@ def test_similarity_gradients_match_central_differences_and_the_oracle_is_their_
     model = tiny_model("gap_fc", (24, 32)).double()
     model.preprocessing = lambda x: (x - 0.5) / 0.25   # Preprocessing casts to float32: keep float64 here
     generator = torch.Generator().manual_seed(0)
-    q, r = torch.rand(1, 3, 24, 32, generator=generator).double(), torch.rand(1, 3, 24, 32, generator=generator).double()
+    q = torch.rand(1, 3, 24, 32, generator=generator).double()
+    r = torch.rand(1, 3, 24, 32, generator=generator).double()
     gradients = similarity_gradients(model, q, r)
     direction = torch.randn(1, 3, 24, 32, generator=generator).double()
     eps = 1e-5

@@ -14,8 +14,16 @@ from eml_core.faithfulness import ImagePair
 from eml_core.faithfulness_figures import sanity_figure
 from eml_core.methods import REGISTRY, register
 from eml_core.models import build_model
-from eml_core.sanity import (cascading_randomization, evaluate_sanity, randomization_layers, randomize_layer,
-                             sanity_verdicts, spearman, ssim, summarise_sanity)
+from eml_core.sanity import (
+    cascading_randomization,
+    evaluate_sanity,
+    randomization_layers,
+    randomize_layer,
+    sanity_verdicts,
+    spearman,
+    ssim,
+    summarise_sanity,
+)
 from eml_core.tables import frame
 from tests.conftest import tiny_model
 
