@@ -75,7 +75,7 @@ def localization(dataset, model, out, methods, splits, pairing, sides, shard_siz
 @click.option("--sides", default="query,retrieved", help="sides perturbed (the other image stays intact)")
 @click.option("--points-per-pair", type=click.IntRange(min=0), default=3,
               help="query pixels per pair for the point-specific ratio (0: skip it)")
-@click.option("--sanity/--no-sanity", default=True, help="cascading model randomization")
+@click.option("--no-sanity", is_flag=True, help="skip the cascading model randomization")
 @click.option("--shard-size", type=click.IntRange(min=1), default=8, help="pairs per shard task")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, help="perturbed images per forward pass")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
@@ -83,7 +83,7 @@ def localization(dataset, model, out, methods, splits, pairing, sides, shard_siz
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
 def faithfulness(dataset, model, out, localization_run, split, pairing, pairs, methods, removals, steps, sides,
-                 points_per_pair, sanity, shard_size, batch_size, seed, device, model_factory):
+                 points_per_pair, no_sanity, shard_size, batch_size, seed, device, model_factory):
     """Faithfulness of the maps to the similarity (deletion / insertion, point-specific ratio) and cascading
     randomization sanity checks: tables, figures and manifest in --out."""
     from eml_core.errors import ArgumentError
@@ -97,8 +97,8 @@ def faithfulness(dataset, model, out, localization_run, split, pairing, pairs, m
     config = validated(FaithfulnessConfig, dataset=dataset, model=model, out=out, localization_run=localization_run,
                        split=split, pairing=pairing, pairs=pairs, methods=split_list(methods),
                        removals=split_list(removals), steps=fractions, sides=split_list(sides),
-                       points_per_pair=points_per_pair, sanity=sanity, shard_size=shard_size, batch_size=batch_size,
-                       seed=seed, device=device)
+                       points_per_pair=points_per_pair, sanity=not no_sanity, shard_size=shard_size,
+                       batch_size=batch_size, seed=seed, device=device)
     config.check_inputs()  # before a flow (and its server) starts
     prefect_environment()
     from flows.evaluate_faithfulness import evaluate_faithfulness
