@@ -243,8 +243,9 @@ def markdown_report(result: dict) -> str:
              "", "| removal | method | deletion AUC (lower) | insertion AUC (higher) | point ratio (higher) |",
              "|---|---|---|---|---|"]
     for _, row in result["summary"].iterrows():
+        ratio = f"{row['point_ratio']:.3f}" if pd.notna(row["point_ratio"]) else "-"  # no point-specific maps
         lines.append(f"| {row['removal']} | {row['method']} | {row['deletion_auc']:.4f} | {row['insertion_auc']:.4f} "
-                     f"| {row['point_ratio']:.3f} |")
+                     f"| {ratio} |")
     if result["sanity_verdicts"]:
         lines += ["", "| method | Spearman (fully randomized) | SSIM | passes sanity |", "|---|---|---|---|"]
         lines += [f"| {v['method']} | {v['spearman']:.3f} | {v['ssim']:.3f} | {'yes' if v['passes'] else 'NO'} |"
