@@ -12,10 +12,12 @@ Items come from
   the table's folder.
 
 Which method is robot A is drawn per item from the study seed and recorded.
-Catch trials have a known better answer: for ``overall_map`` one robot
-highlights the centre of the true object box and the other the far corner; for
-``retrieval`` one robot shows images of the query's class and the other images
-of other classes.
+Catch trials have a known better answer: for ``overall_map`` both robots show the
+highlight of a real overall map of the pair (one of each study method, which one is
+good drawn from the seed), moved whole so that the good robot's lies on the object
+(inside its true box) and the bad robot's on a clearly wrong region outside it
+(:func:`amt.stimuli.catch_highlights`); for ``retrieval`` one robot shows images of
+the query's class and the other images of other classes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ import pandas as pd
 
 from amt.hit_page import lab_html
 from amt.ledger import LEDGER_FILE, Ledger, study_lock, unique_request_token
-from amt.stimuli import overall_map_stimulus, retrieval_stimulus, save_stimulus, synthetic_map
+from amt.stimuli import (
+    catch_highlights,
+    image_heat,
+    overall_map_stimulus,
+    pair_stimulus,
+    retrieval_stimulus,
+    save_stimulus,
+)
 from amt.study import Study, StudyError, one_line
 from eml_core.atomic import write_bytes_atomic
 from eml_core.errors import EmlError
@@ -48,6 +57,7 @@ def _assign_sides(rng: np.random.Generator, study: Study) -> tuple[str, str]:
 
 def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> list[dict]:
     from eml_core.dataset_specs import dataset_from_spec
+    from eml_core.datasets import SPLIT_RULES
     from eml_core.localization import pair_maps
     from eml_core.methods import REGISTRY
     from eml_core.models import model_from_spec
@@ -80,7 +90,13 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
         dataset_spec = checkpoint = None
     if not isinstance(dataset_spec, str) or not isinstance(checkpoint, str):
         raise StudyError(f"{manifest_path}: no config.dataset / checkpoint.spec (not a localization manifest)")
-    dataset = dataset_from_spec(dataset_spec)
+    # the run's split rule (a folder CSV read by the class rule may have no split column at all)
+    recorded = manifest.get("dataset") if isinstance(manifest, dict) else None
+    split_rule = recorded.get("split_rule") if isinstance(recorded, dict) else None
+    if split_rule is not None and split_rule not in SPLIT_RULES:
+        raise StudyError(f"{manifest_path}: dataset.split_rule must be one of {', '.join(SPLIT_RULES)}, "
+                         f"got {split_rule!r}")
+    dataset = dataset_from_spec(dataset_spec, split_rule)
     by_id = {item.image_id: item for item in dataset.items}
     missing = sorted({i for pair in chosen.itertuples() for i in (pair.image_id, pair.partner_id)} - set(by_id))
     if missing:
@@ -98,31 +114,49 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
                  for side, m in (("A", method_a), ("B", method_b))}
         items.append({"item_id": _item_id(study, row.pair_id), "source_ref": row.pair_id, "is_catch": False,
                       "method_a": method_a, "method_b": method_b, "expected": None, "stimuli": files})
-    for n in range(study.catch_items):
-        row = chosen.iloc[n % len(chosen)]
-        query, partner = by_id[row.image_id], by_id[row.partner_id]
-        good_maps = []
-        bad_maps = []
-        for item in (query, partner):
-            x0, y0, x1, y1 = item.box
-            height, width = item.size
-            spread = max(x1 - x0, y1 - y0) / 4
-            good_maps.append(synthetic_map((height, width), ((x0 + x1) / 2, (y0 + y1) / 2), spread))
-            far = (0.0 if (x0 + x1) / 2 > width / 2 else width - 1.0,
-                   0.0 if (y0 + y1) / 2 > height / 2 else height - 1.0)
-            bad_maps.append(synthetic_map((height, width), far, spread))
-        good, bad = (save_stimulus(stimuli, overall_map_stimulus(query.path, partner.path, *maps,
-                                                                 study.highlight_fraction))
-                     for maps in (good_maps, bad_maps))
-        good_side = "A" if rng.random() < 0.5 else "B"
-        items.append(_catch_item(study, f"catch-{n}", good_side, good, bad))
+    items += overall_map_catch_items(study, stimuli, rng, model, by_id,
+                                     [chosen, pairs[~pairs["pair_id"].isin(chosen["pair_id"])]])
     return items
 
 
-def _catch_item(study: Study, key: str, good_side: str, good: str, bad: str) -> dict:
+def overall_map_catch_items(study: Study, stimuli: Path, rng: np.random.Generator, model, by_id: dict,
+                            candidates: list[pd.DataFrame]) -> list[dict]:
+    """``study.catch_items`` catch trials from real maps (:func:`amt.stimuli.catch_highlights`): pairs tried in
+    order (the study's items first, then the run's other pairs), each used once; a pair whose images leave no
+    room outside the object, or whose maps have too little to highlight, is passed over."""
+    from eml_core.localization import pair_maps
+
+    rows = [row for table in candidates for row in table.itertuples()]
+    items: list[dict] = []
+    for row in rows:
+        if len(items) == study.catch_items:
+            break
+        query, partner = by_id.get(row.image_id), by_id.get(row.partner_id)
+        if query is None or partner is None or query.box is None or partner.box is None:
+            continue
+        good_method, bad_method = _assign_sides(rng, study)
+        maps = pair_maps(model, query.path, partner.path, study.methods)
+        highlights = []
+        for item, side in ((query, "query"), (partner, "retrieved")):
+            heats = [image_heat(item.path, maps[m][side][0]) for m in (good_method, bad_method)]
+            highlights.append(catch_highlights(*heats, item.box, study.highlight_fraction))
+        if any(h is None for h in highlights):
+            continue
+        good, bad = (save_stimulus(stimuli, pair_stimulus(query.path, partner.path, highlights[0][which],
+                                                          highlights[1][which])) for which in (0, 1))
+        good_side = "A" if rng.random() < 0.5 else "B"
+        items.append(_catch_item(study, f"catch-{len(items)}", good_side, good, bad, source=row.pair_id))
+    if len(items) < study.catch_items:
+        raise StudyError(f"{study.path}: field 'catch_trial_rate': {study.catch_items} catch trials asked for, only "
+                         f"{len(items)} pairs of the run leave room for a highlight off the object; lower "
+                         f"catch_trial_rate or use a run with more pairs")
+    return items
+
+
+def _catch_item(study: Study, key: str, good_side: str, good: str, bad: str, source: str | None = None) -> dict:
     files = {"A": good, "B": bad} if good_side == "A" else {"A": bad, "B": good}
-    return {"item_id": _item_id(study, key), "source_ref": key, "is_catch": True, "method_a": None, "method_b": None,
-            "expected": good_side, "stimuli": files}
+    return {"item_id": _item_id(study, key), "source_ref": f"{key}:{source}" if source else key, "is_catch": True,
+            "method_a": None, "method_b": None, "expected": good_side, "stimuli": files}
 
 
 def _run_table(run: ResultsLocation, relative: str, columns: list[str]) -> pd.DataFrame:

@@ -16,19 +16,21 @@ from amt.study import Study
 
 MAX_QUESTION_BYTES = 64 * 1024  # MTurk's limit on the Question parameter
 
-# (value = score for robot A, wording as in the paper's figures)
+# (value = score for robot A; the wording of the paper's Fig. 5 as the issue quotes it: each answer says which
+# robot "seems" clearly or slightly more reasonable)
 ANSWERS = (
-    ("2", "Robot A is clearly more reasonable than Robot B"),
-    ("1", "Robot A is slightly more reasonable than Robot B"),
-    ("0", "Robot A and Robot B are equally reasonable"),
-    ("-1", "Robot A is slightly less reasonable than Robot B"),
-    ("-2", "Robot A is clearly less reasonable than Robot B"),
+    ("2", "Robot A seems clearly more reasonable than robot B"),
+    ("1", "Robot A seems slightly more reasonable than robot B"),
+    ("0", "Both robots seem equally reasonable"),
+    ("-1", "Robot B seems slightly more reasonable than robot A"),
+    ("-2", "Robot B seems clearly more reasonable than robot A"),
 )
 ANSWER_VALUES = tuple(value for value, _ in ANSWERS)
+QUESTION = "Which robot is more reasonable?"  # the paper's Fig. 5 question, asked of every item
 
 PROMPTS = {
-    "overall_map": ("Both robots think the two images contain the same {subject}. The bright, outlined regions "
-                    "show what each robot looked at to decide. Which robot's explanation is more reasonable?"),
+    "overall_map": ("Both robots think the two images show the same {subject}. The bright, outlined regions (the "
+                    "top {percent}% of each robot's map) show where each robot looked to decide. " + QUESTION),
     "retrieval": ("Both robots were asked to find images of the same {subject} as the region in the red box "
                   "of the query image (left). Which robot's results match the boxed region better?"),
 }
@@ -44,7 +46,8 @@ body{font-family:Arial,Helvetica,sans-serif;max-width:1100px;margin:0 auto;paddi
 
 def page_body(study: Study, items: list[dict], image_url) -> str:
     """The instructions and items; ``image_url(file_name)`` gives each stimulus' URL."""
-    prompt = html.escape(PROMPTS[study.kind].format(subject=study.subject))
+    prompt = html.escape(PROMPTS[study.kind].format(subject=study.subject,
+                                                    percent=f"{study.highlight_fraction * 100:g}"))
     parts = [f'<div class="instructions"><p>{prompt}</p><p>Look at both robots carefully before answering. '
              f'Some questions check attention.</p></div>']
     for position, item in enumerate(items):
@@ -54,6 +57,8 @@ def page_body(study: Study, items: list[dict], image_url) -> str:
             url = html.escape(image_url(item["stimuli"][robot]), quote=True)
             parts.append(f'<div class="robot"><h3>Robot {robot}</h3>'
                          f'<img src="{url}" alt="Robot {robot}"></div>')
+        if study.kind == "overall_map":
+            parts.append(f"<p><b>{html.escape(QUESTION)}</b></p>")
         parts.append('<div class="answers">')
         for value, label in ANSWERS:
             parts.append(f'<label><input type="radio" name="{name}" value="{value}" required> '

@@ -269,3 +269,36 @@ def crossview_model_from_spec(spec: str, pretrained: bool = True, allow_random_i
         return crossview_from_factory(spec)
     raise ModelError(f"cross-view model spec {spec!r}: expected a backbone ({', '.join(BACKBONES)}), an existing "
                      f"checkpoint file, or 'package.module:factory'")
+
+
+def check_crossview_model_spec(spec: str, factory: str | None = None, must_exist: bool = True) -> None:
+    """Cheap checks of a cross-view model spec before a flow starts (names, the checkpoint's format, kind and
+    factory trust, memory-mapped); builds nothing. Without ``must_exist`` only the form is checked (a
+    deployment's checkpoint path names a file on the worker, checked there)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"cross-view model spec {spec!r}: expected a non-empty string")
+    if spec in BACKBONES:
+        return
+    left, sep, _ = spec.partition(":")
+    if sep and left in BACKBONES:
+        raise ModelError(f"cross-view model spec {spec!r}: name the backbone alone ({left}); the two-branch "
+                         f"network's head is always GAP and one FC shared by both branches")
+    path = Path(spec)
+    if path.is_file():
+        payload = _read_checkpoint(path, "cpu", mmap=True, kinds=(CROSSVIEW_KIND,))
+        origin = payload["config"].get("source")
+        if origin == "factory":
+            _check_factory_allowed(payload["config"].get("factory"), spec, factory)
+            _scalar_kwargs(payload["config"].get("factory_kwargs"), spec)
+        elif origin != "builtin":
+            raise ModelError(f"{spec}: cross-view checkpoint has unknown source {origin!r} (expected builtin or "
+                             f"factory)")
+        return
+    if is_factory_spec(spec):
+        return
+    if not must_exist and ("/" in spec or spec.endswith((".pt", ".pth"))):
+        return
+    if path.exists():
+        raise ModelError(f"cross-view model spec {spec!r}: is not a file")
+    raise ModelError(f"cross-view model spec {spec!r}: expected a backbone ({', '.join(BACKBONES)}), an existing "
+                     f"checkpoint file, or 'package.module:factory'")

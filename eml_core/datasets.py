@@ -16,6 +16,18 @@ Layouts:
   pixels, may be empty; ``split`` is ``train`` or ``test``).
 
 Boxes are stored as pixel edges ``(x0, y0, x1, y1)`` in original image coordinates.
+
+**Split rules** (:data:`SPLIT_RULES`), chosen when a dataset is loaded and recorded in
+:attr:`Dataset.split_rule`:
+
+* ``classes``: the deep-metric-learning protocol (zero-shot retrieval). The class ids present are
+  sorted; the first half (``n // 2`` of ``n`` classes) is ``train``, the rest ``test``, so no class
+  is on both sides. Full CUB-200-2011: classes 1-100 train, 101-200 evaluate (the paper's split); the
+  50-class CUB sample: 1-25 / 26-50. The default of the CUB layout (and so of the embedded
+  ``synthetic`` data, written in that layout: 12 classes give 1-6 / 7-12). For ``folder:`` datasets
+  the same rule over the CSV's labels; the CSV's ``split`` column is then not read (it may be absent).
+* ``official``: the dataset's own per-image split: CUB's ``train_test_split.txt`` (images of every
+  class on both sides), the CSV's ``split`` column (the default of ``folder:``).
 """
 
 from __future__ import annotations
@@ -28,15 +40,16 @@ import math
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from eml_core.errors import EmlError, ImageError
+from eml_core.errors import ArgumentError, EmlError, ImageError
 from eml_core.images import check_pixel_count
 
 ERROR_COLUMNS = ("stage", "item", "file", "line", "problem", "severity")
+SPLIT_RULES = ("classes", "official")
 
 
 class DatasetError(EmlError):
@@ -76,6 +89,7 @@ class Dataset:
     items: list[Item]
     errors: list[ErrorRecord] = field(default_factory=list)
     class_names: dict[int, str] = field(default_factory=dict)
+    split_rule: str = "official"  # how items were put into train and test (SPLIT_RULES)
 
     def split(self, split: str) -> list[Item]:
         return [item for item in self.items if item.split == split]
@@ -95,6 +109,21 @@ class Dataset:
             record = [item.image_id, item.relative_path, bytes_on_disk, item.label, item.split, item.box]
             digest.update(json.dumps(record).encode())
         return digest.hexdigest()
+
+
+def check_split_rule(rule: str, argument: str = "split_rule") -> str:
+    """``rule`` if it is one of :data:`SPLIT_RULES`; an :class:`ArgumentError` naming ``argument`` otherwise."""
+    if rule not in SPLIT_RULES:
+        raise ArgumentError(argument, f"expected one of {', '.join(SPLIT_RULES)}, got {rule!r}")
+    return rule
+
+
+def split_by_classes(items: list[Item]) -> list[Item]:
+    """The ``classes`` rule: items of the first half of the sorted class ids present (``n // 2`` of ``n``) become
+    ``train``, the others ``test``; no class is on both sides. Order and every other field are kept."""
+    labels = sorted({item.label for item in items})
+    training = set(labels[: len(labels) // 2])
+    return [replace(item, split="train" if item.label in training else "test") for item in items]
 
 
 def _text_lines(path: Path, stage: str, errors: list[ErrorRecord]):
@@ -217,8 +246,14 @@ def cub_root(root: str | Path) -> Path:
     return root
 
 
-def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
-    """Load a CUB-200-2011 folder (official layout, original ids)."""
+def load_cub(root: str | Path, name: str = "cub200", split_rule: str = "classes") -> Dataset:
+    """Load a CUB-200-2011 folder (official layout, original ids).
+
+    ``split_rule`` ``classes`` (default): first half of the class ids present for training, second half for
+    evaluation (``train_test_split.txt`` is not read); ``official``: ``train_test_split.txt``.
+    """
+    check_split_rule(split_rule)
+    official = split_rule == "official"
     root = cub_root(root)
     index = root / "images.txt"
     if not index.is_file():
@@ -228,10 +263,14 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
     paths = _read_table(index, 2, stage, errors, lambda f: (f[0].strip(),))
     boxes = _read_table(root / "bounding_boxes.txt", 5, stage, errors, lambda f: tuple(float(v) for v in f))
     labels = _read_table(root / "image_class_labels.txt", 2, stage, errors, lambda f: (int(f[0]),))
-    splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),))
+    # the per-image split file only matters to the official rule; the class rule never reads it
+    splits = _read_table(root / "train_test_split.txt", 2, stage, errors, lambda f: (int(f[0]),)) if official \
+        else _Rows()
     names = _read_table(root / "classes.txt", 2, stage, [], lambda f: (f[0].strip(),))
-    for table, file_name in ((boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt"),
-                             (splits, "train_test_split.txt")):
+    annotation_files = [(boxes, "bounding_boxes.txt"), (labels, "image_class_labels.txt")]
+    if official:
+        annotation_files.append((splits, "train_test_split.txt"))
+    for table, file_name in annotation_files:
         _report_orphans(table, paths, root / file_name, stage, errors)
     # ids whose annotation line was already reported as unparseable: report each problem once
     already_reported = {e.item for e in errors}
@@ -245,13 +284,13 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
                                       f"left out so that it is never paired with itself"))
             continue
         seen_paths[relative] = image_id
-        missing = [what for what, table in (("class label", labels), ("train/test split", splits))
-                   if image_id not in table]
+        required = (("class label", labels), ("train/test split", splits)) if official else (("class label", labels),)
+        missing = [what for what, table in required if image_id not in table]
         if missing:
             errors.append(ErrorRecord(stage, image_id, str(index), paths.lines.get(image_id),
                                       f"image {relative}: no {' and no '.join(missing)} annotation"))
             continue
-        split_flag = splits[image_id][0]
+        split_flag = splits[image_id][0] if official else 1
         if split_flag not in (0, 1):
             errors.append(ErrorRecord(stage, image_id, str(root / "train_test_split.txt"), splits.lines.get(image_id),
                                       f"is_train must be 0 or 1, got {split_flag}"))
@@ -279,7 +318,9 @@ def load_cub(root: str | Path, name: str = "cub200") -> Dataset:
         items.append(Item(image_id, str(path), relative, labels[image_id][0], "train" if split_flag else "test",
                           box, size))
     class_names = {int(k): v[0] for k, v in names.items() if k.isdigit()}
-    return Dataset(name, str(root), items, errors, class_names)
+    if not official:
+        items = split_by_classes(items)
+    return Dataset(name, str(root), items, errors, class_names, split_rule)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -339,14 +380,20 @@ def read_csv_records(csv_path: Path, required: tuple[str, ...], stage: str, erro
     return header, records()
 
 
-def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str = "folder") -> Dataset:
+def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str = "folder",
+                split_rule: str = "official") -> Dataset:
     """Load an image folder described by a CSV (columns :data:`FOLDER_COLUMNS`).
+
+    ``split_rule`` ``official`` (default) takes each row's ``split``; ``classes`` splits by class (first half
+    of the labels present for training) and does not read the ``split`` column, which may then be absent.
 
     Errors name the CSV's *physical* line where the record starts (blank lines
     and quoted multi-line fields counted), so the line number matches an editor.
     A row with fewer or more fields than the header, an image listed twice
     (the first is kept) and a non-UTF-8 file are reported, never guessed at.
     """
+    check_split_rule(split_rule)
+    official = split_rule == "official"
     root = Path(root)
     csv_path = Path(csv_path) if csv_path else root / "annotations.csv"
     if not csv_path.is_file():
@@ -354,7 +401,8 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
     stage = "load_dataset"
     errors: list[ErrorRecord] = []
     items = []
-    header, records = read_csv_records(csv_path, ("image", "label", "split"), stage, errors)
+    required = ("image", "label", "split") if official else ("image", "label")
+    header, records = read_csv_records(csv_path, required, stage, errors)
     seen_images: dict[str, int] = {}
     for number, fields in records:
         image_id = str(number)
@@ -366,7 +414,7 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
         row = dict(zip(header, fields, strict=True))
         try:
             label = int(row["label"])
-            split = row["split"].strip()
+            split = row["split"].strip() if official else "test"  # the class rule assigns it below
             if split not in ("train", "test"):
                 raise ValueError(f"split must be train or test, got {split!r}")
             box_fields = [row.get(c, "") or "" for c in ("x", "y", "width", "height")]
@@ -401,4 +449,6 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
             if box is None:
                 continue
         items.append(Item(image_id, str(path), relative, label, split, box, size))
-    return Dataset(name, str(root), items, errors)
+    if not official:
+        items = split_by_classes(items)
+    return Dataset(name, str(root), items, errors, split_rule=split_rule)

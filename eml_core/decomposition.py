@@ -6,6 +6,8 @@ With position embeddings ``E_q = sum_p F^q_p + B_q`` and ``E_r = sum_x F^r_x + B
 * point-to-point:             ``P[p, x] = F^q_p . F^r_x / Z``
 * overall map, Decomposition: ``O_q[p] = F^q_p . (sum_x F^r_x) / Z``
 * overall map, Decomposition+Bias: ``O_q[p] = F^q_p . E_r / Z``
+* overall map as the authors' code behind Table I computes "Decomposition": every pair rectified
+  before the sum, ``O_q[p] = sum_x max(P[p, x] / max P, 0)`` (:meth:`PairExplanation.overall_pairwise`)
 * completeness (exact):
   ``S = sum P + sum_p F^q_p . B_r / Z + sum_x F^r_x . B_q / Z + B_q . B_r / Z``
 * point-specific map of a pixel of q: ``f . F^r_x / Z`` with f = F^q bilinearly
@@ -95,6 +97,28 @@ class PairExplanation:
         partner = other.embedding if bias else other.features.sum(1)
         values = torch.bmm(mine.features, partner.unsqueeze(2)).squeeze(2)
         return self._divide(values).view(self.batch_size, *mine.feature_size)
+
+    def overall_pairwise(self, side: str) -> torch.Tensor:
+        """Overall map of ``side`` with the ReLU on every pair, ``(B, h, w)``: the authors' "Decomposition".
+
+        ``O_q[p] = sum_x max(P[p, x] / max P, 0)`` (and ``O_r[x] = sum_p ...`` for the retrieved side), as
+        the evaluation code behind the paper's Table I and ``Image_Retrieval/demo.py`` of the published code
+        compute it: the point-to-point matrix divided by its maximum, negative pairs dropped, then summed over
+        the partner image. :meth:`overall` (``bias=False``) sums first and rectifies the sum (at
+        presentation), so there a negative pair cancels a positive one; here it cannot. A pair whose P has no
+        positive entry (``max P <= 0``; dividing would flip the signs) gets an all-zero map, flagged at
+        presentation like any map with nothing positive. Needs ``B x hw_q x hw_r`` values, never
+        ``hw_q x hw_r x l``.
+        """
+        side = _side(side)
+        product = self._divide(torch.bmm(self.query.features, self.retrieved.features.transpose(1, 2)))
+        peak = product.flatten(1).max(1).values.view(-1, 1, 1)
+        positive = peak > 0
+        scaled = torch.where(positive, product / torch.where(positive, peak, torch.ones_like(peak)),
+                             torch.zeros_like(product)).clamp_min(0)
+        if side == "query":
+            return scaled.sum(2).view(self.batch_size, *self.query.feature_size)
+        return scaled.sum(1).view(self.batch_size, *self.retrieved.feature_size)
 
     def partial_embedding(self, side: str, points_xy=None, boxes=None,
                           image_size: tuple[int, int] | None = None) -> torch.Tensor:

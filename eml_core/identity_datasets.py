@@ -141,7 +141,8 @@ def load_market1501(root: str | Path, name: str = "market1501", subsets=tuple(MA
             items.append(IdentityItem(image_id, str(path), f"{folder}/{path.name}", parts["pid"],
                                       MARKET_FOLDERS[folder], None, size, camera=parts["camera"], subset=folder,
                                       frame=parts["frame"]))
-    return Dataset(name, str(root), items, errors)
+    # the benchmark's own split is already identity-disjoint: training ids never appear in query or gallery
+    return Dataset(name, str(root), items, errors, split_rule="official")
 
 
 def load_faces(root: str | Path, csv_path: str | Path | None = None, name: str = "faces") -> Dataset:
@@ -192,4 +193,5 @@ def load_faces(root: str | Path, csv_path: str | Path | None = None, name: str =
             continue
         items.append(IdentityItem(Path(file).as_posix(), str(path), f"images/{Path(file).as_posix()}", labels[identity],
                                   "train" if identity in train_identities else "test", None, size, subset="images"))
-    return Dataset(name, str(root), items, errors, {label: identity for identity, label in labels.items()})
+    return Dataset(name, str(root), items, errors, {label: identity for identity, label in labels.items()},
+                   split_rule="classes")

@@ -168,15 +168,28 @@ BACKBONES = {
 }
 
 
-def build_backbone(name: str, pretrained: bool = True, allow_random_init: bool = False) -> nn.Module:
-    """The torchvision network up to its last convolutional block."""
+def _torchvision_constructors() -> dict:
     import torchvision.models as tvm
 
-    constructors = {
+    return {
         "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
         "vgg16": (tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1),
         "mobilenet_v2": (tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
     }
+
+
+def check_pretrained_weights(backbone: str) -> None:
+    """Fail fast, before a run starts, when the ImageNet weights of ``backbone`` are neither in the torch hub
+    cache nor downloadable (:class:`~eml_core.errors.WeightsUnavailableError`, saying how to get them)."""
+    from eml_core.weights import ensure_weights_file
+
+    if backbone in BACKBONES:
+        ensure_weights_file(_torchvision_constructors()[backbone][1])
+
+
+def build_backbone(name: str, pretrained: bool = True, allow_random_init: bool = False) -> nn.Module:
+    """The torchvision network up to its last convolutional block."""
+    constructors = _torchvision_constructors()
     if name not in constructors:
         raise ArgumentError("backbone", f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     constructor, weights = constructors[name]
@@ -411,6 +424,14 @@ def check_checkpoint(path: str | Path, factory: str | None = None) -> None:
     if payload["config"]["kind"] == "factory":
         _check_factory_allowed(payload["config"].get("factory"), str(path), factory)
         _scalar_kwargs(payload["config"].get("factory_kwargs"), str(path))
+
+
+def recorded_config(spec: str) -> dict:
+    """The config a checkpoint file records (backbone, head, the training recipe under ``training``...), read
+    without building the model or running any code; ``{}`` for a spec that is not a file."""
+    if not isinstance(spec, str) or not Path(spec).is_file():
+        return {}
+    return dict(_read_checkpoint(Path(spec), "cpu", mmap=True)["config"])
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",

@@ -240,11 +240,23 @@ def scale_box(box: Box | None, from_size: tuple[int, int], to_size: tuple[int, i
             box[2] * to_width / from_width, box[3] * to_height / from_height)
 
 
-def accuracy_table(rows, thresholds=PAPER_THRESHOLDS):
-    """Accuracy per (method, threshold) from rows with keys method, threshold, correct (pandas DataFrame)."""
+EVALUATION_SPLITS = ("test",)  # Tables I/II are the evaluation split's (the unseen classes under the class rule)
+
+
+def rows_of_splits(frame, splits):
+    """The rows of ``splits`` (a frame without a ``split`` column, or ``splits=None``: every row)."""
+    if splits is None or "split" not in frame.columns:
+        return frame
+    return frame[frame["split"].isin(list(splits))]
+
+
+def accuracy_table(rows, thresholds=PAPER_THRESHOLDS, splits=EVALUATION_SPLITS):
+    """Accuracy per (method, threshold) from rows with keys method, threshold, correct (pandas DataFrame), over
+    the rows of ``splits`` only (default: the evaluation split, as the paper's Tables I/II; None: every row)."""
     import pandas as pd
 
     frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
+    frame = rows_of_splits(frame, splits)
     frame = frame[frame["threshold"].isin([float(t) for t in thresholds])]
     table = (frame.groupby(["method", "threshold"], as_index=False)
              .agg(accuracy=("correct", "mean"), count=("correct", "size")))
@@ -258,10 +270,11 @@ def best_per_method(summary):
     return best.rename(columns={"threshold": "best_threshold", "accuracy": "best_accuracy"})
 
 
-def max_box_accuracy(items, iou_thresholds=MAXBOXACC_IOUS):
-    """MaxBoxAcc per method and IoU criterion from fine-grid rows (method, threshold, iou)."""
+def max_box_accuracy(items, iou_thresholds=MAXBOXACC_IOUS, splits=EVALUATION_SPLITS):
+    """MaxBoxAcc per method and IoU criterion from fine-grid rows (method, threshold, iou) of ``splits``."""
     import pandas as pd
 
+    items = rows_of_splits(items, splits)
     records = []
     for method, group in items.groupby("method"):
         for delta in iou_thresholds:

@@ -9,8 +9,10 @@ gains — on a tinted texture background (brick, grass, gravel, ...). The object
 box is known exactly from its mask.
 
 The output is written in the CUB-200-2011 layout, so the same loader
-(:func:`eml_core.datasets.load_cub`) reads it, with the same split rule:
-the first half of each class is ``train``, the rest ``test``.
+(:func:`eml_core.datasets.load_cub`) reads it, with the same split rules: by
+default ``classes`` (the first half of the classes, 1-6 of 12, for training, the
+others for evaluation), or ``official``, whose ``train_test_split.txt`` puts the
+first half of each class's images in ``train`` and the rest in ``test``.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     # Tables III / IV: one row per (model, method)
     "diagnosis": pa.schema([
-        ("model", pa.string()), ("checkpoint_sha256", pa.string()), ("method", pa.string()),
+        ("model", pa.string()), ("loss", pa.string()), ("checkpoint_sha256", pa.string()), ("method", pa.string()),
         ("recall_at_1_train", pa.float64()), ("recall_at_1_test", pa.float64()),
         ("train_localization_accuracy", pa.float64()), ("best_threshold", pa.float64()),
         ("reference_model", pa.string()), ("accuracy_drop_vs_reference", pa.float64()),

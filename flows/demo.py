@@ -1,6 +1,7 @@
 """The main job on the embedded default data, as one Prefect flow: explain an example pair, generate the
 default dataset, train the default model, evaluate localization (Tables I and II), and build the example
-human study against that run (built, not launched)."""
+human study against that run (built, not launched); then train a small two-branch cross-view model and evaluate
+orientation (paper Section VII-A, Fig. 9)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,27 @@ from prefect import flow
 
 from flows.evaluate_faithfulness import evaluate_faithfulness
 from flows.evaluate_localization import evaluate_localization
+from flows.evaluate_orientation import evaluate_orientation
 from flows.train import train
-from tasks.configs import DemoConfig, ExplainConfig, FaithfulnessConfig, LocalizationConfig, TrainConfig, as_config
-from tasks.demo import DEMO_STUDY, EXAMPLE_POINTS, embedded_dataset, example_pair
+from flows.train_crossview import train_crossview
+from tasks.configs import (
+    CrossViewTrainConfig,
+    DemoConfig,
+    ExplainConfig,
+    FaithfulnessConfig,
+    LocalizationConfig,
+    OrientationConfig,
+    TrainConfig,
+    as_config,
+)
+from tasks.demo import (
+    DEMO_CROSSVIEW_TRAINING,
+    DEMO_STUDY,
+    EXAMPLE_POINTS,
+    embedded_crossview_pairs,
+    embedded_dataset,
+    example_pair,
+)
 from tasks.explain import explain
 from tasks.studies import build
 
@@ -32,9 +51,18 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
     localization = evaluate_localization(LocalizationConfig(dataset="synthetic", model=checkpoint,
                                                             out=str(out)))
     study = build(str(DEMO_STUDY), str(out / "study"), source=localization["location"])
+    result = {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
+              "study": study, "out": str(out)}
+
+    # cross-view orientation (paper Section VII-A, Fig. 9): train a small two-branch model, then evaluate it
+    crossview = f"cvusa:{embedded_crossview_pairs(str(out / 'crossview' / 'data'))}"
+    crossview_model = str(out / "crossview.pt")
+    result["crossview_training"] = train_crossview(CrossViewTrainConfig(dataset=crossview, checkpoint=crossview_model,
+                                                                        training=DEMO_CROSSVIEW_TRAINING))
+    result["orientation"] = evaluate_orientation(OrientationConfig(dataset=crossview, model=crossview_model,
+                                                                   out=str(out), random_rotations=2, examples=1))
     # small on purpose: 2 pairs of the localization run, 5 steps, one removal; the full protocol is a template
-    faithfulness = evaluate_faithfulness(FaithfulnessConfig(
+    result["faithfulness"] = evaluate_faithfulness(FaithfulnessConfig(
         dataset="synthetic", model=checkpoint, out=str(out), localization_run=localization["location"], pairs=2,
         steps=(0.0, 0.1, 0.3, 0.6, 1.0), points_per_pair=1))
-    return {"explanation": explanation, "dataset": dataset, "training": trained, "localization": localization,
-            "study": study, "faithfulness": faithfulness, "out": str(out)}
+    return result

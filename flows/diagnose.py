@@ -1,5 +1,6 @@
-"""Model diagnosis (paper Tables III and IV): several checkpoints, Recall@1 on train and test and
-train-set localization accuracy per method, with each model's accuracy drop against the first."""
+"""Model diagnosis (paper Tables III and IV): several checkpoints, Recall@1 on the training and the evaluation
+split (the training and the unseen classes under the class rule) and training-split localization accuracy per
+method, with the accuracy drop Multi-Similarity minus each other model (models named by their recorded loss)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ def diagnose_models(config: DiagnoseConfig) -> pd.DataFrame:
     run = start_run("diagnosis", config.out)
     results = {}
     for spec in config.models:  # each model's localization is a run of its own under the same results root
-        localization = LocalizationConfig(dataset=config.dataset, model=spec, out=config.out, methods=config.methods,
-                                          splits=("train", "test"), localize_splits=("train",),
-                                          shard_size=config.shard_size, device=config.device)
+        # Table III: localization of the images the model trained on (the paper's random pairs, both sides)
+        localization = LocalizationConfig(dataset=config.dataset, split_rule=config.split_rule, model=spec,
+                                          out=config.out, methods=config.methods, splits=("train", "test"),
+                                          localize_splits=("train",), shard_size=config.shard_size,
+                                          device=config.device)
         results[spec] = evaluate_localization(localization)
     table = diagnosis_rows(config.models, results)
     location = write_diagnosis(run, config, table, results)

@@ -35,7 +35,7 @@ def evaluate_faithfulness(config: FaithfulnessConfig = FaithfulnessConfig()) -> 
     logger = get_run_logger()
     run = start_run("faithfulness", config.out)
 
-    data = load_dataset(config.dataset)
+    data = load_dataset(config.dataset, config.split_rule)
     pairs, pair_errors = faithfulness_pairs(config, data)
     logger.info(f"{data.name}: {len(pairs)} pairs to evaluate, {len(data.errors) + len(pair_errors)} problems")
 

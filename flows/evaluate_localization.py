@@ -36,17 +36,17 @@ def evaluate_localization(config: LocalizationConfig = LocalizationConfig()) -> 
     run = start_run("localization", config.out)  # its own folder; shards cached beside, shared by every run
     cache = run.cache.uri
 
-    data = load_dataset(config.dataset)
-    items = [item for item in data.items if item.split in config.splits]
-    logger.info(f"{data.name}: {len(items)} images in {config.splits}, {len(data.errors)} load problems")
+    data = load_dataset(config.dataset, config.split_rule)
+    items = [item for item in data.items if item.split in config.embedded_splits]
+    logger.info(f"{data.name} ({data.split_rule} split): {len(items)} images in {config.embedded_splits}, "
+                f"{len(data.errors)} load problems")
 
     item_shards = shards(items, config.shard_size)
     embedded = progress.results(embed_shard.map(cache, config.model, item_shards, range(len(item_shards)),
                                                 config.device), "embedding shards")
     embeddings = read_embeddings(cache, [e["path"] for e in embedded])
-    # Recall@K covers every split in `splits`; localization only `localize_splits` (default: the same).
-    pairs, pair_errors = make_pairs(items, embeddings, config.pairing, config.seed,
-                                    config.localize_splits or config.splits)
+    # Recall@K covers every split in `splits`; localization (Tables I/II) only `table_splits` (default: test).
+    pairs, pair_errors = make_pairs(items, embeddings, config.pairing, config.seed, config.table_splits)
 
     pair_shards = shards(pairs, config.shard_size)
     localized = progress.results(localize_shard.map(cache, config.model, pair_shards, range(len(pair_shards)),

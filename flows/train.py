@@ -1,4 +1,5 @@
-"""Train a metric-learning model (frozen pretrained backbone + trained head by default) as a Prefect flow."""
+"""Train a metric-learning model (frozen pretrained backbone + trained head by default, or fine-tuned end to end)
+on the train split of the dataset's split rule (the first half of the classes by default) as a Prefect flow."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def train(config: TrainConfig = TrainConfig()) -> dict:
     config = as_config(TrainConfig, config)
     config.check_inputs()
     logger = get_run_logger()
-    data = load_dataset(config.dataset)
+    data = load_dataset(config.dataset, config.split_rule)
     result = train_model_task(data, config.training, config.checkpoint, config.device)
     recipe = config.training
     logger.info(f"trained {recipe.backbone}:{recipe.head} with {recipe.loss} on {result['train_items']} images -> "

@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from eml_core.crossview_training import CrossViewTrainingConfig
 from eml_core.dataset_specs import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
 from eml_core.faithfulness import DEFAULT_STEPS as FAITHFULNESS_STEPS
@@ -31,6 +32,8 @@ S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 SPLITS = ("train", "test")
 SIDES = ("query", "retrieved")
 PAIRINGS = ("nearest", "random")
+# None: the dataset kind's default (eml_core.dataset_specs.SPLIT_RULES_OF: classes for CUB and the embedded data)
+SplitRule = Literal["classes", "official"] | None
 
 Config = TypeVar("Config", bound=BaseModel)
 
@@ -80,6 +83,17 @@ def check_dataset(value: str) -> str:
         check_dataset_spec(value, must_exist=False)
     except EmlError as error:
         raise ValueError(str(error)) from None
+    return value
+
+
+def check_split_rule(value: str | None, info: ValidationInfo) -> str | None:
+    """A split rule the config's dataset can honour (Market-1501 has only its official, already
+    identity-disjoint split; a face folder only the class rule). Declared after ``dataset``."""
+    if "dataset" in info.data:  # a bad dataset spec is reported on its own field
+        try:
+            check_dataset_spec(info.data["dataset"], must_exist=False, split_rule=value)
+        except EmlError as error:
+            raise ValueError(str(error)) from None
     return value
 
 
@@ -159,16 +173,24 @@ class FlowConfig(BaseModel):
 
 
 class LocalizationConfig(FlowConfig):
-    """Weakly supervised localization (paper Tables I, II): what to explain, how to pair, how to sweep."""
+    """Weakly supervised localization (paper Tables I, II): what to explain, how to pair, how to sweep.
+
+    The defaults are the paper's protocol: the class-disjoint split (``split_rule`` None = the dataset's
+    default, ``classes`` for CUB), Recall@K on both splits, Tables I/II on the evaluation split only
+    (``localize_splits``), each image paired with a seeded random same-class image and both images of every pair
+    scored (the authors' protocol). ``pairing="nearest"`` and ``sides=("query",)`` are the earlier choices, kept
+    as options.
+    """
 
     dataset: str = "synthetic"
+    split_rule: SplitRule = None
     model: str = "mobilenet_v2:gap_fc"
     out: str = "runs/localization"
     methods: tuple[str, ...] = DEFAULT_METHODS
-    splits: tuple[str, ...] = SPLITS
-    localize_splits: tuple[str, ...] | None = None
-    pairing: str = "nearest"
-    sides: tuple[str, ...] = ("query",)
+    splits: tuple[str, ...] = SPLITS                       # embedded, Recall@K per split
+    localize_splits: tuple[str, ...] | None = ("test",)    # localized, Tables I/II (None: the same as splits)
+    pairing: str = "random"
+    sides: tuple[str, ...] = SIDES
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
     connectivity: int = 4
@@ -179,6 +201,7 @@ class LocalizationConfig(FlowConfig):
     device: str = "auto"
 
     _dataset = field_validator("dataset")(check_dataset)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _model = field_validator("model")(check_model)
 
     _out = field_validator("out")(check_results_location)
@@ -221,6 +244,16 @@ class LocalizationConfig(FlowConfig):
 
     _device = field_validator("device")(check_device)
 
+    @property
+    def table_splits(self) -> tuple[str, ...]:
+        """The splits Tables I/II are computed on (localized): ``localize_splits``, or ``splits`` when None."""
+        return self.localize_splits or self.splits
+
+    @property
+    def embedded_splits(self) -> tuple[str, ...]:
+        """Every split the run embeds: those of Recall@K and those it localizes."""
+        return tuple(s for s in SPLITS if s in self.splits or s in self.table_splits)
+
     def check_inputs(self) -> None:
         dataset_present(self.dataset)
         model_present(self.model)
@@ -233,16 +266,22 @@ class TrainConfig(FlowConfig):
     (:class:`eml_core.training.TrainingConfig`, nested so its fields are defined once)."""
 
     dataset: str = "synthetic"
+    split_rule: SplitRule = None       # the model trains on the `train` split of this rule
     checkpoint: str = "runs/models/default.pt"
     device: str = "auto"
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     _dataset = field_validator("dataset")(check_dataset)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _device = field_validator("device")(check_device)
 
     def check_inputs(self) -> None:
         dataset_present(self.dataset)
         device_present(self.device)
+        if self.training.pretrained:  # e.g. ResNet-50's ImageNet weights, not installed offline
+            from eml_core.models import check_pretrained_weights
+
+            _present("backbone", check_pretrained_weights, self.training.backbone)
         path = Path(self.checkpoint)
         if not self.checkpoint.strip() or path.is_dir():
             raise ArgumentError("checkpoint", f"{self.checkpoint!r} is a folder; expected a checkpoint file name")
@@ -255,12 +294,14 @@ class DiagnoseConfig(FlowConfig):
 
     dataset: str
     models: tuple[str, ...]
+    split_rule: SplitRule = None       # Recall@1 on the training and the evaluation classes under this rule
     out: str = "runs/diagnosis"
     methods: tuple[str, ...] = DEFAULT_METHODS
     shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
     device: str = "auto"
 
     _dataset = field_validator("dataset")(check_dataset)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _out = field_validator("out")(check_results_location)
     _methods = field_validator("methods")(check_methods)
     _device = field_validator("device")(check_device)
@@ -360,6 +401,168 @@ class DemoConfig(FlowConfig):
     _model = field_validator("explain_model")(check_model)
 
 
+# ---------------------------------------------------------------------------------------------
+# cross-view orientation (paper Section VII-A, Figs. 8, 9)
+
+CROSSVIEW_DATASETS = ("cvusa", "cvact", "synthetic")
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def check_crossview_dataset(value: str) -> str:
+    """The form of a cross-view dataset spec: ``cvusa:PATH``, ``cvact:PATH`` or ``synthetic[:PATH]``."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected cvusa:PATH, cvact:PATH or synthetic[:PATH], got {value!r}")
+    kind, _, argument = value.partition(":")
+    if kind not in CROSSVIEW_DATASETS or (kind != "synthetic" and not argument.strip()):
+        raise ValueError(f"cross-view dataset spec {value!r}: expected cvusa:PATH, cvact:PATH or synthetic[:PATH]")
+    return value
+
+
+def check_crossview_model(value: str) -> str:
+    """The form of a cross-view model spec (a checkpoint file is checked by ``check_inputs``)."""
+    from eml_core.crossview_model import check_crossview_model_spec
+
+    try:
+        check_crossview_model_spec(value, must_exist=False)
+    except EmlError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def crossview_dataset_present(spec: str, field: str = "dataset") -> None:
+    from eml_core.crossview_data import check_crossview_spec
+
+    _present(field, check_crossview_spec, spec)
+
+
+def crossview_model_present(spec: str, field: str = "model") -> None:
+    from eml_core.crossview_model import check_crossview_model_spec
+
+    _present(field, check_crossview_model_spec, spec)
+
+
+def _split_name(value: str | None) -> str | None:
+    if value is not None and not SPLIT_NAME.match(value):
+        raise ValueError(f"expected a split name (letters, digits, _), got {value!r}")
+    return value
+
+
+class OrientationConfig(FlowConfig):
+    """Cross-view orientation (paper Section VII-A, Figs. 8, 9): rotate each aerial image of a split by known
+    angles and recover the angle from the overall and point-specific maps of a two-branch model.
+
+    Rotations: ``rotations`` (the same angles for every pair), or ``random_rotations`` angles per pair drawn
+    uniformly in [0, 360) from (``seed``, pair id), so any sharding gives a pair the same angles. Giving
+    ``rotations`` alone switches the random draw off; giving both is an error.
+    """
+
+    dataset: str = "synthetic"
+    # a backbone name is the default two-branch network: ImageNet branches, the shared FC untrained (seed 0)
+    model: str = "mobilenet_v2"
+    out: str = "runs/orientation"
+    split: str | None = None                   # None: CVUSA's (and the embedded pairs') "val", CVACT's "all"
+    rotations: tuple[float, ...] = ()
+    random_rotations: Annotated[int, Field(ge=1, le=360)] | None = 1
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    overall_maps: tuple[str, ...] = ("decomposition", "decomposition_bias")
+    top_k: Annotated[int, Field(ge=0, le=10_000)] = 10   # 0: no point_specific_top{k} method
+    fill: Literal["reflect", "disc"] = "reflect"
+    max_pairs: Annotated[int, Field(ge=1)] | None = None  # the first N pairs of the split (quick runs)
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = 128
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    examples: Annotated[int, Field(ge=0, le=100)] = 2      # Fig. 8 panels
+    device: str = "auto"
+
+    _dataset = field_validator("dataset")(check_crossview_dataset)
+    _model = field_validator("model")(check_crossview_model)
+    _out = field_validator("out")(check_results_location)
+    _device = field_validator("device")(check_device)
+    _split = field_validator("split")(_split_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_rotation_rule(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("rotations") and "random_rotations" not in values:
+            values = {**values, "random_rotations": None}
+        return values
+
+    # rules across fields raise ArgumentError naming the field (pydantic passes it through), as the nested
+    # training recipe does
+    @model_validator(mode="after")
+    def _rules(self) -> OrientationConfig:
+        if self.rotations and self.random_rotations is not None:
+            raise ArgumentError("rotations", "give rotations or random_rotations, not both")
+        if not self.rotations and self.random_rotations is None:
+            raise ArgumentError("rotations", "give rotations (angles in degrees) or random_rotations (angles per "
+                                             "pair)")
+        if self.dataset.startswith("cvact:") and self.split not in (None, "all"):
+            raise ArgumentError("split", f"CVACT pairs are all in split 'all', not {self.split!r}")
+        return self
+
+    @field_validator("rotations")
+    @classmethod
+    def _rotations(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"angles must be finite numbers of degrees, got {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"an angle is repeated: {list(value)}")
+        return tuple(float(v) for v in value)
+
+    @field_validator("overall_maps")
+    @classmethod
+    def _overall_maps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from eml_core.orientation import OVERALL_MAPS
+
+        return _choices(value, tuple(OVERALL_MAPS), "overall map")
+
+    @property
+    def split_name(self) -> str:
+        """The split evaluated: ``split``, or the dataset's test split."""
+        return self.split or ("all" if self.dataset.startswith("cvact:") else "val")
+
+    def check_inputs(self) -> None:
+        crossview_dataset_present(self.dataset)
+        crossview_model_present(self.model)
+        folder_or_creatable(self.out)
+        device_present(self.device)
+
+
+class CrossViewTrainConfig(FlowConfig):
+    """Training the two-branch model (CVM-Net's loss, aerial images randomly rotated): the dataset and splits,
+    where the checkpoint goes, the device, and the recipe (:class:`eml_core.crossview_training.
+    CrossViewTrainingConfig`, nested so its fields are defined once: cached features of frozen backbones by
+    default, ``fine_tune`` for GPUs)."""
+
+    dataset: str = "synthetic"
+    checkpoint: str = "runs/models/crossview.pt"
+    train_split: str = "train"
+    validation_split: str | None = "val"      # Recall@K after training; None: no validation
+    device: str = "auto"
+    training: CrossViewTrainingConfig = Field(default_factory=CrossViewTrainingConfig)
+
+    _dataset = field_validator("dataset")(check_crossview_dataset)
+    _device = field_validator("device")(check_device)
+    _train_split = field_validator("train_split")(_split_name)
+    _validation_split = field_validator("validation_split")(_split_name)
+
+    @model_validator(mode="after")
+    def _rules(self) -> CrossViewTrainConfig:
+        if self.dataset.startswith("cvact:") and (self.train_split != "all" or self.validation_split not in
+                                                  (None, "all")):
+            raise ArgumentError("train_split", "CVACT pairs are all in split 'all' (train and validate on it, or "
+                                               "give no validation split)")
+        return self
+
+    def check_inputs(self) -> None:
+        crossview_dataset_present(self.dataset)
+        device_present(self.device)
+        path = Path(self.checkpoint)
+        if not self.checkpoint.strip() or path.is_dir():
+            raise ArgumentError("checkpoint", f"{self.checkpoint!r} is a folder; expected a checkpoint file name")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ArgumentError("checkpoint", f"{path.parent} is not a folder")
+
+
 class FaithfulnessConfig(FlowConfig):
     """Faithfulness and sanity of the map methods (eml_core.faithfulness, eml_core.sanity): deletion / insertion
     on the similarity of pairs, the point-specific ratio, cascading model randomization.
@@ -369,6 +572,7 @@ class FaithfulnessConfig(FlowConfig):
     nearest (or a seeded random) same-class partner, then at most ``pairs`` of them, one per class first."""
 
     dataset: str = "synthetic"
+    split_rule: SplitRule = None       # which images form `split` (None: the dataset kind's default, as elsewhere)
     model: str = "mobilenet_v2:gap_fc"
     out: str = "runs/faithfulness"
     localization_run: str | None = None
@@ -389,6 +593,7 @@ class FaithfulnessConfig(FlowConfig):
 
     _dataset = field_validator("dataset")(check_dataset)
     _model = field_validator("model")(check_model)
+    _split_rule = field_validator("split_rule")(check_split_rule)
     _out = field_validator("out")(check_results_location)
     _methods = field_validator("methods")(check_methods)
     _device = field_validator("device")(check_device)

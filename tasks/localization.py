@@ -52,8 +52,9 @@ def _errors_frame(errors: list[ErrorRecord]) -> pd.DataFrame:
 
 
 @task(name="load-dataset", cache_policy=NO_CACHE)
-def load_dataset(spec: str) -> Dataset:
-    return dataset_from_spec(spec)
+def load_dataset(spec: str, split_rule: str | None = None) -> Dataset:
+    """The dataset of ``spec``, split by ``split_rule`` (None: the kind's default; recorded in the Dataset)."""
+    return dataset_from_spec(spec, split_rule)
 
 
 @task(name="embed-shard", tags=["gpu"], cache_policy=NO_CACHE)

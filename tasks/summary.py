@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from eml_core.datasets import Dataset, ErrorRecord
 from eml_core.errors import EmlError
 from eml_core.localization import pair_maps
+from eml_core.methods import get_method
 from eml_core.models import resolve_device
 from eml_core.retrieval import RECALL_KS, Pair, recall_at_k
 from eml_core.sweep import PAPER_THRESHOLDS, accuracy_table, best_per_method, max_box_accuracy
@@ -50,9 +51,11 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
                       ignore_index=True) if localize_outputs else frame("localization_items", [])
     items = frame("localization_items", items.sort_values(["pair_id", "side", "method", "threshold"],
                                                           kind="stable").reset_index(drop=True))
-    summary = frame("localization_summary", accuracy_table(items, PAPER_THRESHOLDS) if len(items) else [])
+    # Tables I/II and MaxBoxAcc over the localized splits only (default: the evaluation split, as the paper)
+    splits = config.table_splits
+    summary = frame("localization_summary", accuracy_table(items, PAPER_THRESHOLDS, splits) if len(items) else [])
     best = frame("localization_best", best_per_method(summary) if len(summary) else [])
-    boxacc = frame("maxboxacc", max_box_accuracy(items) if len(items) else [])
+    boxacc = frame("maxboxacc", max_box_accuracy(items, splits=splits) if len(items) else [])
     embeddings = read_embeddings(cache.uri, [o["path"] for o in embed_outputs])
     retrieval = retrieval_table(config.model, dataset, embeddings, config.splits)
 
@@ -85,8 +88,12 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
         "git_commit": git_commit(),
         "code_version": code_version(),
         "dataset": {"name": dataset.name, "root": dataset.root, "items": len(dataset.items),
-                    "fingerprint": dataset.fingerprint()},
+                    "split_rule": dataset.split_rule, "fingerprint": dataset.fingerprint()},
+        "protocol": {"split_rule": dataset.split_rule, "table_splits": list(splits),
+                     "recall_splits": list(config.splits), "pairing": config.pairing, "sides": list(config.sides),
+                     "methods": {m: get_method(m).paper_name for m in config.methods}},
         "checkpoint": {"spec": config.model, "sha256": fingerprint},
+        "model": model_description(config),
         "pairs": len(pairs),
         "shards": {"embed": [o["path"] for o in embed_outputs],
                    "localize": [p for o in localize_outputs for p in o["paths"].values()]},
@@ -102,10 +109,23 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
     headline.update({f"maxboxacc@{r['iou_threshold']:g}/{r['method']}": float(r["maxboxacc"])
                      for _, r in boxacc.iterrows()})
     headline.update({f"recall@{r['k']}/{r['split']}": float(r["recall"]) for _, r in retrieval.iterrows()})
-    catalog_row = finish_run(run, manifest, dataset=config.dataset, model=config.model,
+    catalog_row = finish_run(run, manifest, dataset=config.dataset, split_rule=dataset.split_rule, model=config.model,
                              checkpoint_sha256=fingerprint, headline=headline)
     return {"summary": summary, "best": best, "maxboxacc": boxacc, "retrieval": retrieval, "errors": errors,
             "manifest": manifest, "location": store.location_of(""), "run_id": run.run_id, "catalog": catalog_row}
+
+
+def model_description(config: LocalizationConfig) -> dict:
+    """What the tables' captions say about the model: backbone, head, embedding size, input size, pretrained,
+    and the training recipe's loss and fine-tuning (when the checkpoint records them)."""
+    model = cached_model(config.model, model_fingerprint(config.model), resolve_device(config.device))
+    recorded = model.config
+    training = recorded.get("training") if isinstance(recorded.get("training"), dict) else {}
+    described = {key: recorded.get(key) for key in ("kind", "backbone", "head", "embedding_dim", "input_size",
+                                                    "pretrained")}
+    described.update({"loss": training.get("loss"), "fine_tune": training.get("fine_tune"),
+                      "epochs": training.get("epochs")})
+    return described
 
 
 def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -> np.ndarray | None:
@@ -123,19 +143,74 @@ def _examples(config: LocalizationConfig, pairs: list[Pair], thresholds: dict) -
     return np.concatenate(rows, axis=0) if rows else None
 
 
+def protocol_caption(manifest: dict) -> str:
+    """One paragraph saying what produced a run's Tables I/II: model, dataset, split rule and localized splits,
+    pairing, sides scored, and the methods by their paper names."""
+    config, protocol = manifest.get("config", {}), manifest.get("protocol", {})
+    model = manifest.get("model") or {}
+    architecture = (f"{model.get('backbone')}:{model.get('head')}" if model.get("backbone") else
+                    str(manifest.get("checkpoint", {}).get("spec")))
+    training = []
+    if model.get("loss"):
+        training.append(f"{model['loss']} loss")
+    if model.get("fine_tune") is not None:
+        training.append("fine-tuned end to end" if model["fine_tune"] else "frozen backbone, trained head")
+    rule = protocol.get("split_rule") or manifest.get("dataset", {}).get("split_rule")
+    rule_text = {"classes": "class-disjoint split (first half of the classes trains, the rest are unseen)",
+                 "official": "the dataset's official per-image split"}.get(rule, str(rule))
+    pairing = protocol.get("pairing", config.get("pairing"))
+    pairing_text = {"random": f"a seeded random same-class partner (seed {config.get('seed')})",
+                    "nearest": "its nearest same-class partner (cosine)"}.get(pairing, str(pairing))
+    sides = protocol.get("sides", config.get("sides", []))
+    sides_text = "both images of every pair" if set(sides) == {"query", "retrieved"} else "the query image only"
+    methods = protocol.get("methods", {})
+    return (f"Model `{architecture}` ({', '.join(training) or 'training not recorded'}; checkpoint "
+            f"`{manifest.get('checkpoint', {}).get('spec')}`). Dataset `{config.get('dataset')}`, {rule_text}; "
+            f"Tables I/II on the {'/'.join(protocol.get('table_splits', []))} split only. Each image paired with "
+            f"{pairing_text}; scored: {sides_text}. Correct when IoU > 0.5 (largest connected component of map > t). "
+            f"Methods: " + "; ".join(f"`{name}` = {paper}" for name, paper in methods.items()) + ".")
+
+
+def coinciding_methods(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """Pairs of methods whose Table I rows are equal at every threshold (e.g. Grad-CAM (no norm) and
+    Decomposition+Bias under a GAP head, paper Section V)."""
+    if not len(summary):
+        return []
+    pivot = summary.pivot(index="method", columns="threshold", values="accuracy")
+    names = list(pivot.index)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+            if np.allclose(pivot.loc[a].to_numpy(), pivot.loc[b].to_numpy(), rtol=0, atol=1e-12)]
+
+
+def coincidence_notes(summary: pd.DataFrame, manifest: dict) -> list[str]:
+    """A sentence per pair of identical columns, saying why when the maths says so."""
+    head = str((manifest.get("model") or {}).get("head") or "")
+    notes = []
+    for a, b in coinciding_methods(summary):
+        why = ""
+        if {a, b} == {"gradcam_nonorm", "decomposition_bias"} and head.startswith("gap"):
+            why = (" as the paper's Section V proves for a GAP head: Grad-CAM (no norm) is proportional to "
+                   "Decomposition+Bias, so the normalised maps are the same")
+        notes.append(f"`{a}` and `{b}` coincide at every threshold{why}.")
+    return notes
+
+
 def markdown_report(result: dict, dataset_name: str) -> str:
-    """Tables I and II as markdown, with where the results are."""
+    """Tables I and II as markdown, with the protocol in the captions and where the results are."""
     summary, best = result["summary"], result["best"]
+    manifest = result.get("manifest", {})
+    caption = protocol_caption(manifest)
     lines = [f"# Localization on {dataset_name}", "", f"Results: `{result['location']}`", "",
-             "## Table I: accuracy (%) per method and threshold (IoU > 0.5)", ""]
+             "## Table I: accuracy (%) per method and threshold (IoU > 0.5)", "", caption, ""]
     if len(summary):
         pivot = summary.pivot(index="method", columns="threshold", values="accuracy") * 100
         lines.append("| method | " + " | ".join(f"t={t:g}" for t in pivot.columns) + " |")
         lines.append("|---|" + "---:|" * len(pivot.columns))
         for method, row in pivot.iterrows():
             lines.append(f"| {method} | " + " | ".join(f"{v:.1f}" for v in row.values) + " |")
-    lines += ["", "## Table II: best accuracy per method", "", "| method | best accuracy (%) | threshold | images |",
-              "|---|---:|---:|---:|"]
+    lines += [""] + coincidence_notes(summary, manifest)
+    lines += ["", "## Table II: best accuracy per method", "", caption, "",
+              "| method | best accuracy (%) | threshold | images scored |", "|---|---:|---:|---:|"]
     for _, row in best.iterrows():
         lines.append(f"| {row['method']} | {row['best_accuracy'] * 100:.1f} | {row['best_threshold']:g} | "
                      f"{row['count']} |")

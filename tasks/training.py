@@ -35,11 +35,13 @@ def train_model_task(dataset: Dataset, config: TrainingConfig, checkpoint: str, 
             for k, value in recall_at_k(embeddings, [i.label for i in kept], RECALL_KS).items():
                 metrics.append({"model": Path(checkpoint).stem, "split": split, "k": k, "recall": value,
                                 "count": len(kept)})
-    extra = {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "loss_history": report.loss_history,
+    extra = {"dataset": dataset.name, "split_rule": dataset.split_rule, "dataset_fingerprint": dataset.fingerprint(),
+             "loss_history": report.loss_history,
              "retrieval_metrics": metrics, "versions": versions(), "git_commit": git_commit(),
              "code_version": code_version()}
     save_model(model.cpu(), checkpoint, extra=extra)
-    return {"checkpoint": str(checkpoint), "loss_history": report.loss_history, "train_items": report.train_items,
+    return {"checkpoint": str(checkpoint), "split_rule": dataset.split_rule, "loss_history": report.loss_history,
+            "train_items": report.train_items,
             "errors": [e.to_dict() for e in report.errors + dataset.errors],
             "retrieval_metrics": frame("retrieval_metrics", pd.DataFrame(metrics))}
 

@@ -120,11 +120,12 @@ def cpu_threads():
 
 @pytest.fixture(scope="session")
 def tiny_synthetic_root(tmp_path_factory):
-    """A small embedded-default dataset (3 classes x 4 images), generated once per session."""
+    """A small embedded-default dataset (4 classes x 4 images), generated once per session. Under the default
+    ``classes`` split rule classes 1-2 train and 3-4 evaluate (8 images each)."""
     from eml_core.synthetic import SyntheticConfig, generate_synthetic_dataset
 
     return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"),
-                                      SyntheticConfig(classes=3, images_per_class=4))
+                                      SyntheticConfig(classes=4, images_per_class=4))
 
 
 @pytest.fixture(scope="session")

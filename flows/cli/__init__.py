@@ -3,6 +3,8 @@
     eml explain QUERY RETRIEVED --model SPEC --out DIR [--point-query X,Y] [--point-retrieved X,Y]
     eml train --dataset SPEC --out CHECKPOINT [--loss multi_similarity|triplet] [--epochs N]
     eml evaluate localization --dataset SPEC --model SPEC --out LOCATION
+    eml evaluate orientation --dataset cvusa:PATH|synthetic --out LOCATION [--model SPEC] [--rotations 0,30,...]
+    eml train-crossview --dataset cvusa:PATH|synthetic --out CHECKPOINT [--epochs N] [--fine-tune]
     eml evaluate faithfulness --dataset SPEC --model SPEC --out LOCATION [--removal blur|mean|road] [--steps ...]
     eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
     eml rankings --dataset SPEC --model SPEC --out TABLE.parquet   # region rankings for retrieval studies
@@ -29,6 +31,7 @@ from flows.cli.data import generate_data, rankings, setup_weights
 from flows.cli.demo import demo
 from flows.cli.evaluate import diagnose, evaluate
 from flows.cli.explain import explain
+from flows.cli.orientation import train_crossview
 from flows.cli.study import study
 from flows.cli.train import train
 
@@ -38,7 +41,8 @@ def cli():
     """Explain, evaluate and run human studies on deep metric learning models."""
 
 
-for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study):
+for command in (explain, demo, setup_weights, generate_data, train, evaluate, diagnose, rankings, study,
+                train_crossview):
     cli.add_command(command)
 
 

@@ -23,6 +23,9 @@ FACTORY_HELP = ("package.module:function that built the checkpoint given as --mo
                 "code to run by itself)")
 DATASET_HELP = "cub:PATH, folder:ROOT[,CSV] or synthetic[:FOLDER]"
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
+SPLIT_RULE_HELP = ("classes: first half of the class ids trains, second half is evaluated (unseen classes; the "
+                   "default for cub: and synthetic); official: the dataset's own per-image split (the default for "
+                   "folder: and market1501:). Default: the dataset's")
 
 
 def prefect_environment() -> None:

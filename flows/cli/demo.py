@@ -37,8 +37,16 @@ def demo(out, explain_model):
     click.echo(f"== 5/5 the example human study (built, not launched, nothing served): {study['items']} items in "
                f"{study['hits']} HITs -> {study['folder']}; review {study['folder']}/hits/*.html, then "
                f"`eml study serve` or `eml study launch`")
-    click.echo("== and then: faithfulness of the maps to the similarity, and sanity checks (2 pairs of that run)")
-    click.echo(faithfulness_report(result["faithfulness"]))
     click.echo(f"\nexplanations: {out}/explain; checkpoint: {out}/model.pt; localization results: "
                f"{result['localization']['location']}")
+    from tasks.orientation_summary import orientation_markdown
+
+    crossview = result["crossview_training"]
+    click.echo(f"\n== cross-view orientation (paper Section VII-A, Fig. 9): a two-branch model (frozen mobilenet_v2 "
+               f"branches, shared FC trained with CVM-Net's loss on rotated aerial images) -> "
+               f"{crossview['checkpoint']}")
+    click.echo(", ".join(f"R@{r['at']} {r['recall']:.3f}" for _, r in crossview["crossview_recall"].iterrows()))
+    click.echo(orientation_markdown(result["orientation"], "the demo's embedded cross-view pairs"))
+    click.echo("\n== faithfulness of the maps to the similarity, and sanity checks (2 pairs of the localization run)")
+    click.echo(faithfulness_report(result["faithfulness"]))
     click.echo(f"faithfulness results: {result['faithfulness']['location']}")

@@ -10,11 +10,13 @@ from flows.cli.common import (
     DEVICE_HELP,
     FACTORY_HELP,
     MODEL_HELP,
+    SPLIT_RULE_HELP,
     command,
     prefect_environment,
     split_list,
     trust_model_factories,
 )
+from flows.cli.orientation import orientation
 from tasks.configs import DEFAULT_METHODS, FAITHFULNESS_STEPS
 
 
@@ -25,13 +27,17 @@ def evaluate():
 
 @evaluate.command("localization", context_settings=CONTEXT)
 @click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option("--split-rule", type=click.Choice(["classes", "official"]), default=None, help=SPLIT_RULE_HELP)
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--out", required=True, help="results folder or s3://bucket/prefix")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
-@click.option("--splits", default="train,test", help="splits embedded for Recall@K and localized")
-@click.option("--pairing", type=click.Choice(["nearest", "random"]), default="nearest",
-              help="partner of each image: its nearest same-class image, or a seeded random one")
-@click.option("--sides", default="query", help="query, or query,retrieved")
+@click.option("--splits", default="train,test", help="splits embedded for Recall@K")
+@click.option("--table-splits", "localize_splits", default="test",
+              help="splits localized for Tables I/II (the paper: the evaluation split only)")
+@click.option("--pairing", type=click.Choice(["nearest", "random"]), default="random",
+              help="partner of each image: a seeded random same-class image (the authors'), or its nearest one")
+@click.option("--sides", default="query,retrieved", help="images of a pair scored: query,retrieved (the authors') "
+                                                         "or query")
 @click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", help="of the connected components")
 @click.option("--resolution", type=click.Choice(["image", "authors_224"]), default="image",
@@ -40,15 +46,18 @@ def evaluate():
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
-def localization(dataset, model, out, methods, splits, pairing, sides, shard_size, connectivity, resolution, seed,
-                 device, model_factory):
-    """Weakly supervised localization (paper Tables I, II): tables, figures and manifest in --out."""
+def localization(dataset, split_rule, model, out, methods, splits, localize_splits, pairing, sides, shard_size,
+                 connectivity, resolution, seed, device, model_factory):
+    """Weakly supervised localization (paper Tables I, II) under the paper's protocol by default (class split,
+    evaluation split only, random same-class pairs, both images scored): tables, figures and manifest in --out."""
     from tasks.configs import LocalizationConfig, validated
 
     trust_model_factories(model_factory, model)
-    config = validated(LocalizationConfig, dataset=dataset, model=model, out=out, methods=split_list(methods),
-                       splits=split_list(splits), pairing=pairing, sides=split_list(sides), shard_size=shard_size,
-                       connectivity=int(connectivity), resolution=resolution, seed=seed, device=device)
+    config = validated(LocalizationConfig, dataset=dataset, split_rule=split_rule, model=model, out=out,
+                       methods=split_list(methods), splits=split_list(splits),
+                       localize_splits=split_list(localize_splits), pairing=pairing, sides=split_list(sides),
+                       shard_size=shard_size, connectivity=int(connectivity), resolution=resolution, seed=seed,
+                       device=device)
     config.check_inputs()  # before a flow (and its server) starts
     prefect_environment()
     from flows.evaluate_localization import evaluate_localization
@@ -61,6 +70,7 @@ def localization(dataset, model, out, methods, splits, pairing, sides, shard_siz
 
 @evaluate.command("faithfulness", context_settings=CONTEXT)
 @click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option("--split-rule", type=click.Choice(["classes", "official"]), default=None, help=SPLIT_RULE_HELP)
 @click.option("--model", required=True, help=MODEL_HELP)
 @click.option("--out", required=True, help="results folder or s3://bucket/prefix")
 @click.option("--localization-run", help="take the pairs of this localization run (a run folder or results root)")
@@ -82,8 +92,8 @@ def localization(dataset, model, out, methods, splits, pairing, sides, shard_siz
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
-def faithfulness(dataset, model, out, localization_run, split, pairing, pairs, methods, removals, steps, sides,
-                 points_per_pair, no_sanity, shard_size, batch_size, seed, device, model_factory):
+def faithfulness(dataset, split_rule, model, out, localization_run, split, pairing, pairs, methods, removals, steps,
+                 sides, points_per_pair, no_sanity, shard_size, batch_size, seed, device, model_factory):
     """Faithfulness of the maps to the similarity (deletion / insertion, point-specific ratio) and cascading
     randomization sanity checks: tables, figures and manifest in --out."""
     from eml_core.errors import ArgumentError
@@ -94,11 +104,11 @@ def faithfulness(dataset, model, out, localization_run, split, pairing, pairs, m
     except ValueError:
         raise ArgumentError("steps", f"expected comma-separated fractions from 0 to 1, got {steps!r}") from None
     trust_model_factories(model_factory, model)
-    config = validated(FaithfulnessConfig, dataset=dataset, model=model, out=out, localization_run=localization_run,
-                       split=split, pairing=pairing, pairs=pairs, methods=split_list(methods),
-                       removals=split_list(removals), steps=fractions, sides=split_list(sides),
-                       points_per_pair=points_per_pair, sanity=not no_sanity, shard_size=shard_size,
-                       batch_size=batch_size, seed=seed, device=device)
+    config = validated(FaithfulnessConfig, dataset=dataset, split_rule=split_rule, model=model, out=out,
+                       localization_run=localization_run, split=split, pairing=pairing, pairs=pairs,
+                       methods=split_list(methods), removals=split_list(removals), steps=fractions,
+                       sides=split_list(sides), points_per_pair=points_per_pair, sanity=not no_sanity,
+                       shard_size=shard_size, batch_size=batch_size, seed=seed, device=device)
     config.check_inputs()  # before a flow (and its server) starts
     prefect_environment()
     from flows.evaluate_faithfulness import evaluate_faithfulness
@@ -109,19 +119,22 @@ def faithfulness(dataset, model, out, localization_run, split, pairing, pairs, m
 
 @click.command("diagnose", context_settings=CONTEXT)
 @click.option("--dataset", required=True, help=DATASET_HELP)
-@click.option("--models", required=True, help="comma-separated checkpoints; the first is the reference")
+@click.option("--split-rule", type=click.Choice(["classes", "official"]), default=None, help=SPLIT_RULE_HELP)
+@click.option("--models", required=True,
+              help="comma-separated checkpoints; the Multi-Similarity one (by the loss it records) is the reference")
 @click.option("--out", required=True, help="results folder or s3://bucket/prefix")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
 @click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
-def diagnose(dataset, models, out, methods, shard_size, device, model_factory):
-    """Compare checkpoints (paper Tables III, IV): Recall@1 and train-set localization accuracy."""
+def diagnose(dataset, split_rule, models, out, methods, shard_size, device, model_factory):
+    """Compare checkpoints (paper Tables III, IV): Recall@1 on the training and the unseen classes, training-set
+    localization accuracy, and the drop Multi-Similarity minus Triplet."""
     from tasks.configs import DiagnoseConfig, validated
 
     trust_model_factories(model_factory, *split_list(models))
-    config = validated(DiagnoseConfig, dataset=dataset, models=split_list(models), out=out,
+    config = validated(DiagnoseConfig, dataset=dataset, split_rule=split_rule, models=split_list(models), out=out,
                        methods=split_list(methods), shard_size=shard_size, device=device)
     config.check_inputs()
     prefect_environment()
@@ -130,3 +143,6 @@ def diagnose(dataset, models, out, methods, shard_size, device, model_factory):
 
     table = diagnose_models(config)
     click.echo(diagnosis_markdown(table, config.out))
+
+
+evaluate.add_command(orientation)

@@ -93,13 +93,31 @@ def test_no_page_url_file_name_or_alt_text_reveals_a_method(built_study):
 
 
 def test_every_question_has_five_required_answers(built_study):
+    """The paper's Fig. 5 wording: "Which robot is more reasonable?" and five "seems ... reasonable" answers."""
     page = (built_study / "hits" / "hit-000.html").read_text()
     questions = page.count('<div class="item">')
     assert questions == 5
     assert page.count('type="radio"') == 5 * questions and page.count("required") == 5 * questions
-    for label in ("clearly more reasonable", "slightly more reasonable", "equally reasonable",
-                  "slightly less reasonable", "clearly less reasonable"):
+    assert page.count("Which robot is more reasonable?") == questions + 1  # each item, and the instructions
+    for label in ("Robot A seems clearly more reasonable than robot B",
+                  "Robot A seems slightly more reasonable than robot B", "Both robots seem equally reasonable",
+                  "Robot B seems slightly more reasonable than robot A",
+                  "Robot B seems clearly more reasonable than robot A"):
         assert page.count(label) == questions
+    assert "top 2% of each robot&#x27;s map" in page
+
+
+def test_catch_trials_come_from_real_maps_of_the_runs_pairs(built_study, localization_run):
+    """Each catch trial names the pair of the run whose real maps it shows (pairs whose maps have too little to
+    highlight, or no room off the object, are passed over), each pair at most once."""
+    import pandas as pd
+
+    ledger = Ledger.load(built_study)
+    catch = [i for i in ledger.items if i["is_catch"]]
+    run_pairs = set(pd.read_parquet(localization_run / "localization_items.parquet")["pair_id"])
+    sources = [i["source_ref"].split(":", 1)[1] for i in catch]
+    assert len(catch) == 2 and all(i["source_ref"].startswith("catch-") for i in catch)
+    assert set(sources) <= run_pairs and len(set(sources)) == len(sources)
 
 
 def test_build_retrieval_study(rankings_table, tmp_path):
@@ -178,3 +196,23 @@ def test_a_study_builds_from_a_localization_run_on_s3(localization_run, s3_endpo
     ledger = build_study(load_study(definition), tmp_path / "built")
     assert len(ledger.items) == 6 and ledger.data["study"]["source"] == "s3://eml-runs/localization/run-1"
     assert len(list((tmp_path / "built" / "stimuli").glob("*.png"))) == 12
+
+
+@pytest.mark.parametrize("split_rule", ["bogus", 7])
+def test_a_manifests_split_rule_is_checked_before_it_is_used(localization_run, tmp_path, split_rule):
+    """The run's manifest is data: its recorded split rule may only be one of the known rules."""
+    import shutil
+
+    from tests.hostile.harness import record
+
+    run = tmp_path / "run"
+    shutil.copytree(localization_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["dataset"] = {"split_rule": split_rule}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    definition = write_definition(tmp_path, study_id="bad-rule", kind="overall_map",
+                                  methods=["decomposition", "gradcam"], source=str(run), items=2, items_per_hit=2,
+                                  catch_trial_rate=0.0)
+    with pytest.raises(StudyError, match=r"manifest.json: dataset.split_rule must be one of classes, official"):
+        build_study(load_study(definition), tmp_path / "out")
+    record("study build (localization manifest)", f"dataset.split_rule = {split_rule!r}", "clean_error")

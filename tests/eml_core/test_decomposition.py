@@ -190,3 +190,59 @@ def test_bad_arguments_are_named():
         explain_pair(model, A_Q * float("nan"), A_R)
     with pytest.raises(ArgumentError, match="side"):
         explain_pair(model, A_Q, A_R).overall("left")
+
+
+def _pairwise_by_loop(model: EmbeddingModel, q: torch.Tensor, r: torch.Tensor):
+    """The authors' "Decomposition" written out as their demo does, for a GMP + Linear head: the max mask per
+    channel, F_p = W (A_p masked), P[p, x] = F^q_p . F^r_x / (|E_q| |E_r|) pair by pair, P / max P, ReLU, sum."""
+    linear = next(m for m in model.head.modules() if isinstance(m, nn.Linear))
+
+    def position_features(x):
+        with torch.no_grad():
+            a = model.backbone(x)[0]                                   # (C, h, w)
+        flat = a.flatten(1)                                             # (C, hw)
+        masked = torch.zeros_like(flat)
+        for k in range(flat.shape[0]):
+            p = int(torch.argmax(flat[k]))
+            masked[k, p] = flat[k, p]
+        return [linear.weight.detach() @ masked[:, p] for p in range(flat.shape[1])], a.shape[1:]
+
+    fq, q_size = position_features(q)
+    fr, r_size = position_features(r)
+    with torch.no_grad():
+        z = float(model(q).norm() * model(r).norm())
+    pairs = [[float(fq[p] @ fr[x]) / z for x in range(len(fr))] for p in range(len(fq))]
+    peak = max(max(row) for row in pairs)
+    o_q = [sum(max(v / peak, 0.0) for v in pairs[p]) for p in range(len(fq))]
+    o_r = [sum(max(pairs[p][x] / peak, 0.0) for p in range(len(fq))) for x in range(len(fr))]
+    return pairs, torch.tensor(o_q).view(q_size), torch.tensor(o_r).view(r_size)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pairwise_relu_decomposition_equals_a_loop_over_pairs(seed):
+    from eml_core.methods import method_maps
+
+    model = tiny_model("gmp_fc", (24, 32), seed=seed)
+    q, r = (x[:1] for x in _pair(seed, (24, 32), (24, 32), batch=1))
+    pairs, loop_q, loop_r = _pairwise_by_loop(model, q, r)
+    assert min(min(row) for row in pairs) < 0 < max(max(row) for row in pairs)  # negative pairs are present
+    maps = method_maps(explain_pair(model, q, r), ("decomposition_pairwise",))["decomposition_pairwise"]
+    assert torch.allclose(maps["query"][0], loop_q, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(maps["retrieved"][0], loop_r, rtol=1e-5, atol=1e-6)
+
+
+def test_pairwise_relu_differs_from_relu_after_the_sum():
+    """F_q = (1, 0), (0, 1); F_r = (1, 0), (-2, 1) (identity backbone, GAP, dot): P = [[1, -2], [0, 1]].
+    ReLU per pair keeps the 1 of row 0 (map (1, 1)); summing first gives -1 there, rectified to 0."""
+    model = _identity_model("gap")
+    a_q = torch.tensor([[[[2.0, 0.0]], [[0.0, 2.0]]]])
+    a_r = torch.tensor([[[[2.0, -4.0]], [[0.0, 2.0]]]])
+    ex = explain_pair(model, a_q, a_r, similarity="dot")
+    assert torch.allclose(ex.point_to_point[0, 0, :, 0, :], torch.tensor([[1.0, -2.0], [0.0, 1.0]]))
+    assert torch.allclose(ex.overall_pairwise("query")[0], torch.tensor([[1.0, 1.0]]))
+    assert torch.allclose(ex.overall_pairwise("retrieved")[0], torch.tensor([[1.0, 1.0]]))
+    assert torch.allclose(ex.overall("query")[0].clamp_min(0), torch.tensor([[0.0, 1.0]]))
+    assert torch.allclose(ex.overall("retrieved")[0].clamp_min(0), torch.tensor([[1.0, 0.0]]))
+    # nothing positive: an all-zero map (flagged at presentation), never signs flipped by a negative maximum
+    ex = explain_pair(model, a_q, -a_q.abs(), similarity="dot")
+    assert ex.point_to_point.max() <= 0 and not ex.overall_pairwise("query").any()

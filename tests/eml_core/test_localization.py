@@ -106,3 +106,30 @@ def test_localize_pairs_with_a_native_size_model_batches_equal_shapes_only(tiny_
     rows, errors = localize_pairs(model, pairs, methods=("decomposition",), thresholds=(0.5,), batch_size=8)
     assert not errors
     assert len(rows) == len(pairs)
+
+
+def test_tables_one_and_two_exclude_training_images_by_default():
+    rows = pd.DataFrame({"method": ["a"] * 4, "threshold": [0.5] * 4, "split": ["train", "train", "test", "test"],
+                         "correct": [True, True, False, True], "iou": [0.9, 0.9, 0.1, 0.6]})
+    summary = accuracy_table(rows, thresholds=(0.5,))
+    assert summary["accuracy"].tolist() == [0.5] and summary["count"].tolist() == [2]  # the test rows only
+    assert accuracy_table(rows, thresholds=(0.5,), splits=None)["count"].tolist() == [4]
+    assert accuracy_table(rows, thresholds=(0.5,), splits=("train",))["accuracy"].tolist() == [1.0]
+    assert max_box_accuracy(rows, iou_thresholds=(0.5,))["count"].tolist() == [2]
+
+
+def test_both_sides_of_a_pair_are_scored_when_asked(tiny_synthetic):
+    from eml_core.localization import localize_pairs
+    from eml_core.retrieval import same_class_pairs
+    from tests.conftest import tiny_model
+
+    pairs, _ = same_class_pairs(tiny_synthetic.split("test")[:4], None, mode="random", seed=0)
+    model = tiny_model("gap_fc")
+    both, _ = localize_pairs(model, pairs, methods=("decomposition",), thresholds=(0.5,),
+                             sides=("query", "retrieved"))
+    query, _ = localize_pairs(model, pairs, methods=("decomposition",), thresholds=(0.5,), sides=("query",))
+    assert len(both) == 2 * len(pairs) and len(query) == len(pairs)
+    assert {(r["pair_id"], r["side"], r["image_id"]) for r in both} == (
+        {(p.pair_id, "query", p.query.image_id) for p in pairs}
+        | {(p.pair_id, "retrieved", p.retrieved.image_id) for p in pairs})
+    assert [r for r in both if r["side"] == "query"] == query  # the query side is the same either way

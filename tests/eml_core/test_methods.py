@@ -12,12 +12,18 @@ from tests.conftest import tiny_model
 
 
 def test_registered_methods_name_the_paper_and_state_their_equation():
-    assert DEFAULT_METHODS == ("gradcam", "gradcam_nonorm", "decomposition", "decomposition_bias")
+    assert DEFAULT_METHODS == ("gradcam", "gradcam_nonorm", "decomposition", "decomposition_bias",
+                               "decomposition_pairwise")
     assert {m.paper_name for m in REGISTRY.values()} >= {"Grad-CAM", "Grad-CAM (no norm)", "Decomposition",
                                                          "Decomposition+Bias"}
     for method in REGISTRY.values():
         assert method.description and "\n" not in method.description
-    assert [m.name for m in REGISTRY.values() if m.point_specific] == ["decomposition", "decomposition_bias"]
+    assert [m.name for m in REGISTRY.values() if m.point_specific] == ["decomposition", "decomposition_bias",
+                                                                      "decomposition_pairwise"]
+    # the paper's "Decomposition" (Table I) is the authors' pairwise ReLU; each docstring says where the ReLU goes
+    assert get_method("decomposition_pairwise").paper_name == "Decomposition"
+    assert "BEFORE the sum" in get_method("decomposition_pairwise").description
+    assert "after the sum" in get_method("decomposition").description
 
 
 def test_every_method_maps_both_sides_at_feature_resolution():

@@ -59,3 +59,10 @@ def test_random_pairs_are_seeded():
     assert [p.pair_id for p in first] == [p.pair_id for p in second]
     assert all(p.query.image_id != p.retrieved.image_id for p in first)
     np.testing.assert_equal(len(first), 6)
+    # another seed draws other partners; every partner is of the same class and split
+    items = _items([1] * 10 + [2] * 10, ["test"] * 20)
+    draws = {seed: [p.pair_id for p in same_class_pairs(items, None, mode="random", seed=seed)[0]]
+             for seed in (0, 0, 1)}
+    assert len(draws) == 2 and draws[0] != draws[1]
+    pairs, _ = same_class_pairs(items, None, mode="random", seed=1)
+    assert all(p.query.label == p.retrieved.label and p.query.split == p.retrieved.split for p in pairs)

@@ -7,7 +7,8 @@ import torch
 
 from eml_core import load_model, save_model
 from eml_core.heads import build_head
-from eml_core.training import TrainingConfig, fit_head, train_model
+from eml_core.training import TrainingConfig, fine_tune_model, fit_head, train_model
+from tests.conftest import tiny_model
 
 
 @pytest.mark.parametrize("loss", ["multi_similarity", "triplet"])
@@ -60,3 +61,50 @@ def test_fine_tuning_trains_the_backbone_too(tiny_synthetic):
     assert len(report.loss_history) == 1 and report.train_items == len(tiny_synthetic.split("train"))
     assert not torch.equal(model.backbone[0][0].weight, before)
     assert not model.training
+
+
+def test_paper_like_resnet50_gmp_fc_fine_tunes_on_cpu_streaming_images_from_disk(tiny_synthetic, monkeypatch):
+    """The paper-like configuration (ResNet-50, GMP, 512-d FC, Multi-Similarity, fine-tuned), tiny: 8 images,
+    1 epoch, 64x64 inputs, random initialisation (ImageNet weights of ResNet-50 are not installed offline).
+    Images stream through a DataLoader: nothing stacks the whole dataset (load_batch is never called)."""
+    import eml_core.training as training
+
+    def never(*args, **kwargs):
+        raise AssertionError("fine-tuning must not decode every image up front")
+
+    monkeypatch.setattr(training, "load_batch", never)
+    config = TrainingConfig(backbone="resnet50", head="gmp_fc", embedding_dim=512, epochs=1, input_size=(64, 64),
+                            fine_tune=True, batch_size=8, images_per_class=4, pretrained=False, amp=True)
+    items = tiny_synthetic.split("train")
+    assert len(items) == 8
+    model, report = train_model(items, config)
+    assert len(report.loss_history) == 1 and report.train_items == 8 and not report.errors
+    assert model.config["backbone"] == "resnet50" and model.config["head"] == "gmp_fc"
+    assert model.config["training"]["fine_tune"] and model.config["training"]["amp"]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 512)
+
+
+def test_fine_tuning_records_an_unreadable_image_once_and_goes_on(tiny_synthetic, tmp_path):
+    import dataclasses
+    import shutil
+
+    items = tiny_synthetic.split("train")
+    broken = tmp_path / "broken.png"
+    shutil.copy(items[0].path, broken)
+    broken.write_bytes(broken.read_bytes()[:300])  # header readable, pixels not
+    items = [dataclasses.replace(items[0], path=str(broken)), *items[1:]]
+    config = TrainingConfig(epochs=2, fine_tune=True, batch_size=4, images_per_class=2)
+    history, errors = fine_tune_model(tiny_model("gmp_fc"), items, config)
+    assert [e.item for e in errors] == [items[0].image_id] and len(history) == 2
+    assert "truncated or corrupt" in errors[0].problem
+
+
+def test_resnet50_without_its_weights_fails_with_the_clear_error():
+    from eml_core.errors import WeightsUnavailableError
+    from eml_core.weights import hub_checkpoint_dir
+
+    if any(hub_checkpoint_dir().glob("resnet50-*.pth")):
+        pytest.skip("ResNet-50's ImageNet weights are in the torch hub cache on this machine")
+    with pytest.raises(WeightsUnavailableError, match=r"resnet50-.*\.pth are not in the torch hub cache"):
+        train_model([], TrainingConfig(backbone="resnet50", head="gmp_fc", fine_tune=True))

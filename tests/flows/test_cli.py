@@ -12,7 +12,8 @@ from flows.cli import main
 from tests.conftest import shared_data
 
 MAP_NAMES = [f"{side}_{method}" for side in ("query", "retrieved")
-             for method in ("decomposition", "decomposition_bias", "gradcam", "gradcam_nonorm")]
+             for method in ("decomposition", "decomposition_bias", "decomposition_pairwise", "gradcam",
+                            "gradcam_nonorm")]
 
 
 def _image(path, size=(40, 56), mode="RGB", seed=0):

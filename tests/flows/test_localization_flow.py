@@ -23,8 +23,8 @@ def _run(root, out, **options):
     from flows.evaluate_localization import evaluate_localization
     from tasks.configs import LocalizationConfig
 
-    return evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model=TINY, out=str(out), shard_size=4,
-                                                    **options))
+    options.setdefault("shard_size", 4)
+    return evaluate_localization(LocalizationConfig(dataset=f"cub:{root}", model=TINY, out=str(out), **options))
 
 
 def _tables(out) -> dict[str, pd.DataFrame]:
@@ -33,23 +33,35 @@ def _tables(out) -> dict[str, pd.DataFrame]:
 
 
 def test_flow_writes_every_table_manifest_figure_and_artifact(prefect_harness, tiny_synthetic_root, tmp_path):
+    """The paper's protocol by default: class split (classes 1-2 train, 3-4 evaluate), Tables I/II on the 8
+    evaluation images only, each paired with a random same-class image, both images of every pair scored."""
     result = _run(tiny_synthetic_root, tmp_path / "run")
     tables = _tables(tmp_path / "run")
     for name, table in tables.items():
         assert list(table.columns) == SCHEMAS[name].names, name
     items = tables["localization_items"]
-    assert len(items) == 12 * len(METHODS) * len(FINE_THRESHOLDS)  # 12 pairs, query side, every threshold
-    assert set(items["side"]) == {"query"} and items["image_id"].nunique() == 12
+    assert len(items) == 8 * 2 * len(METHODS) * len(FINE_THRESHOLDS)  # 8 pairs, both sides, every threshold
+    assert set(items["side"]) == {"query", "retrieved"} and items["image_id"].nunique() == 8
+    assert set(items["split"]) == {"test"} and set(items["label"]) == {3, 4}  # no training image, no seen class
     summary = tables["localization_summary"]
     assert sorted(summary["threshold"].unique()) == list(PAPER_THRESHOLDS)
-    assert set(summary["method"]) == set(METHODS) and (summary["count"] == 12).all()
+    assert set(summary["method"]) == set(METHODS) and (summary["count"] == 16).all()
     assert len(tables["localization_best"]) == len(METHODS)
     assert set(tables["maxboxacc"]["iou_threshold"]) == {0.3, 0.5, 0.7}
     assert set(tables["retrieval_metrics"]["split"]) == {"train", "test"}
     run = Path(resolve_run(str(tmp_path / "run"), "localization").uri)
     assert run.parent == tmp_path / "run" / "localization" and run.name == result["run_id"]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["dataset"]["items"] == 12 and len(manifest["dataset"]["fingerprint"]) == 64
+    assert manifest["dataset"]["items"] == 16 and len(manifest["dataset"]["fingerprint"]) == 64
+    assert manifest["dataset"]["split_rule"] == "classes" and manifest["protocol"]["table_splits"] == ["test"]
+    assert manifest["protocol"]["pairing"] == "random" and manifest["protocol"]["sides"] == ["query", "retrieved"]
+    assert manifest["protocol"]["methods"]["decomposition_pairwise"] == "Decomposition"
+    assert result["catalog"]["split_rule"] == "classes"
+    from tasks.summary import markdown_report
+
+    report = markdown_report(result, "tiny")
+    assert "class-disjoint split" in report and "on the test split only" in report
+    assert "seeded random same-class partner (seed 0)" in report and "both images of every pair" in report
     assert manifest["checkpoint"]["spec"] == TINY and manifest["versions"]["torch"]
     assert manifest["code_version"] and manifest["config"]["shard_size"] == 4
     assert (run / "figures" / "accuracy_vs_threshold.png").stat().st_size > 1000
@@ -78,19 +90,19 @@ def test_rerun_after_a_crash_resumes_without_recomputing_finished_shards(prefect
 
     monkeypatch.setattr(shard_tasks, "localize_pairs", crash_on_third_shard)
     with pytest.raises(Exception, match="simulated crash"):
-        _run(tiny_synthetic_root, tmp_path / "crashed")
+        _run(tiny_synthetic_root, tmp_path / "crashed", shard_size=3)  # 8 evaluation pairs: 3 shards
     assert len(calls) == 3 and not (tmp_path / "crashed" / "localization" / "latest.json").exists()
 
     calls.clear()
     monkeypatch.setattr(shard_tasks, "localize_pairs",
                         lambda model, pairs, **kw: calls.append(1) or real(model, pairs, **kw))
-    _run(tiny_synthetic_root, tmp_path / "crashed")
+    _run(tiny_synthetic_root, tmp_path / "crashed", shard_size=3)
     assert len(calls) == 1  # only the shard that crashed
     manifest = resolve_run(str(tmp_path / "crashed"), "localization").read_json("manifest.json")
     assert manifest["shards_computed_this_run"] == 1
 
     monkeypatch.setattr(shard_tasks, "localize_pairs", real)
-    _run(tiny_synthetic_root, tmp_path / "clean")
+    _run(tiny_synthetic_root, tmp_path / "clean", shard_size=3)
     resumed, clean = _tables(tmp_path / "crashed"), _tables(tmp_path / "clean")
     for name in TABLES:
         pd.testing.assert_frame_equal(resumed[name], clean[name], obj=name)
@@ -115,7 +127,7 @@ def test_bad_input_lands_in_errors_and_the_run_completes(prefect_harness, tiny_s
     assert errors[errors["item"] == "2"]["problem"].str.contains("truncated or corrupt").any()
     items = _tables(tmp_path / "run")["localization_items"]
     assert not set(items["image_id"]) & {"2", "5", "6"}
-    assert items["image_id"].nunique() >= 6  # the rest went on
+    assert items["image_id"].nunique() == 8  # the evaluation split (classes 3-4) went on
 
 
 def test_results_on_s3(prefect_harness, s3_endpoint, tiny_synthetic_root):
@@ -149,15 +161,30 @@ def test_train_and_diagnose_flows(prefect_harness, tiny_synthetic_root, tmp_path
         assert load_model(path).config["training"]["loss"] == loss
         assert set(result["retrieval_metrics"]["k"]) == {1, 2, 4, 8}
         checkpoints.append(str(path))
-    table = diagnose_models(DiagnoseConfig(dataset=f"cub:{tiny_synthetic_root}", models=checkpoints,
-                                           out=str(tmp_path / "diag"), methods=("decomposition", "gradcam"),
-                                           shard_size=8))
+    tables = []
+    for models in (checkpoints, checkpoints[::-1]):  # the order of --models must not matter
+        tables.append(diagnose_models(DiagnoseConfig(dataset=f"cub:{tiny_synthetic_root}", models=models,
+                                                     out=str(tmp_path / "diag"), methods=("decomposition", "gradcam"),
+                                                     shard_size=8)))
+    table = tables[0]
     assert list(table.columns) == SCHEMAS["diagnosis"].names
     assert len(table) == 4 and set(table["model"]) == {"multi_similarity", "triplet"}
+    assert set(table["loss"]) == {"multi_similarity", "triplet"} and set(table["reference_model"]) == {
+        "multi_similarity"}
     reference = table[table["model"] == "multi_similarity"]
     assert (reference["accuracy_drop_vs_reference"] == 0).all()
+    by_model = table.set_index(["model", "method"])["train_localization_accuracy"]
+    for method in ("decomposition", "gradcam"):  # the drop is Multi-Similarity minus Triplet
+        expected = by_model[("multi_similarity", method)] - by_model[("triplet", method)]
+        assert table.set_index(["model", "method"]).loc[("triplet", method), "accuracy_drop_vs_reference"] == \
+            pytest.approx(expected)
+    key = ["model", "method"]
+    pd.testing.assert_frame_equal(tables[0].sort_values(key).reset_index(drop=True),
+                                  tables[1].sort_values(key).reset_index(drop=True))
     assert table["recall_at_1_train"].between(0, 1).all()
-    assert (Path(resolve_run(str(tmp_path / "diag"), "diagnosis").uri) / "diagnosis.parquet").exists()
+    diagnosis_run = Path(resolve_run(str(tmp_path / "diag"), "diagnosis").uri)
+    assert (diagnosis_run / "diagnosis.parquet").exists()
+    assert json.loads((diagnosis_run / "manifest.json").read_text())["split_rule"] == "classes"
 
 
 def test_runs_are_kept_with_a_latest_pointer_and_a_catalog(prefect_harness, tiny_synthetic_root, tmp_path):
@@ -185,3 +212,17 @@ def test_runs_are_kept_with_a_latest_pointer_and_a_catalog(prefect_harness, tiny
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(register, range(16)))
     assert len(read_catalog(str(tmp_path / "root"))) == 18
+
+
+def test_the_report_says_where_two_columns_coincide_and_why():
+    from tasks.summary import coincidence_notes
+
+    summary = pd.DataFrame({"method": ["gradcam_nonorm", "decomposition_bias", "gradcam"] * 2,
+                            "threshold": [0.2] * 3 + [0.5] * 3, "accuracy": [0.4, 0.4, 0.1, 0.6, 0.6, 0.2],
+                            "count": [10] * 6})
+    gap = coincidence_notes(summary, {"model": {"head": "gap_fc"}})
+    assert len(gap) == 1 and "`decomposition_bias` and `gradcam_nonorm` coincide" in gap[0] and "Section V" in gap[0]
+    gmp = coincidence_notes(summary, {"model": {"head": "gmp_fc"}})
+    assert len(gmp) == 1 and "Section V" not in gmp[0]  # equal here by chance, not by the GAP identity
+    summary.loc[0, "accuracy"] = 0.45
+    assert coincidence_notes(summary, {"model": {"head": "gap_fc"}}) == []

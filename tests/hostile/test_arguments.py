@@ -106,6 +106,21 @@ CASES = {
     "explain --device meta": (lambda f: ["explain", f["image"], f["image"], "--model", TINY, "--out", f["out"],
                                          "--device", "meta"], "--device"),
     "unknown command": (lambda f: ["explode"], "No such command 'explode'"),
+    "evaluate --split-rule random": (lambda f: _evaluate(f, "--split-rule", "random"), "--split-rule"),
+    "evaluate --table-splits validation": (lambda f: _evaluate(f, "--table-splits", "validation"),
+                                           "--table-splits: unknown split"),
+    "evaluate --split-rule classes on market1501": (
+        lambda f: ["evaluate", "localization", "--dataset", f"market1501:{f['folder']}", "--split-rule", "classes",
+                   "--model", TINY, "--out", f["out"]], "--split-rule: dataset spec"),
+    "train --split-rule official on faces": (
+        lambda f: ["train", "--out", f["folder"] + "/m.pt", "--dataset", f"faces:{f['folder']}", "--split-rule",
+                   "official"], "a face folder has no per-image split"),
+    "diagnose --split-rule sorted": (lambda f: ["diagnose", "--dataset", f["dataset"], "--models", TINY, "--out",
+                                                f["out"], "--split-rule", "sorted"], "--split-rule"),
+    "train --input-size native": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--input-size", "native"],
+                                  "fixed HxW input size"),
+    "train --loader-workers -1": (lambda f: ["train", "--out", f["folder"] + "/m.pt", "--loader-workers", "-1"],
+                                  "--loader-workers"),
 }
 
 
@@ -125,6 +140,7 @@ FLOW_CASES = {
     "pairing='best'": ({"pairing": "best"}, "pairing"),
     "connectivity=6": ({"connectivity": 6}, "connectivity"),
     "localize_splits=['val']": ({"localize_splits": ["val"]}, "localize_splits"),
+    "split_rule='random'": ({"split_rule": "random"}, "split_rule"),
     "dataset='cub:/missing'": ({"dataset": "cub:/missing"}, "dataset"),
 }
 
@@ -152,3 +168,16 @@ def test_flow_parameters_are_validated_where_the_flow_starts(case, tmp_path):
         evaluate_localization.fn(parameters)
     assert plain_call.value.argument == field and "\n" not in str(plain_call.value)
     record("evaluate_localization flow parameters", case, "clean_error")
+
+
+def test_fine_tuning_resnet50_without_its_weights_is_one_line_and_exit_2(files):
+    """ResNet-50's ImageNet weights are not installed offline: the paper-like configuration fails with the
+    clear WeightsUnavailableError (how to get them is in docs/paper_comparison.md), no traceback, exit 2."""
+    from eml_core.weights import hub_checkpoint_dir
+
+    if any(hub_checkpoint_dir().glob("resnet50-*.pth")):
+        pytest.skip("ResNet-50's ImageNet weights are in the torch hub cache on this machine")
+    result = run_cli(["train", "--dataset", files["dataset"], "--out", files["folder"] + "/r50.pt", "--backbone",
+                      "resnet50", "--head", "gmp_fc", "--fine-tune", "--epochs", "1", "--device", "cpu"],
+                     case="train resnet50:gmp_fc --fine-tune without ImageNet weights")
+    assert "pretrained ImageNet weights resnet50-" in result.err and "Traceback" not in result.err
