@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from eml_core.errors import ArgumentError
+from eml_core.faithfulness import point_methods
 from eml_core.methods import DEFAULT_METHODS as METHODS
 from eml_core.results import ResultsLocation, resolve_run
 from eml_core.tables import SCHEMAS
@@ -56,8 +57,10 @@ def test_flow_writes_every_table_figure_manifest_and_catalog_row(first_run):
     assert set(summary["method"]) == {*METHODS, "random", "gradient_oracle"} and (summary["pairs"] == 3).all()
     assert summary[summary["reference"]]["method"].tolist() != [] and summary["deletion_auc"].notna().all()
     # point-specific rows only for methods with point-specific maps, one query pixel per pair
-    assert set(tables["faithfulness_points"]["method"]) == {"decomposition", "decomposition_bias"}
-    assert len(tables["faithfulness_points"]) == 3 * 2
+    with_points = point_methods(METHODS)
+    assert "decomposition" in with_points and "gradcam" not in with_points
+    assert set(tables["faithfulness_points"]["method"]) == set(with_points)
+    assert len(tables["faithfulness_points"]) == 3 * len(with_points)
     sanity = tables["sanity"]
     depths = sanity["depth"].nunique()
     assert depths >= 2 and len(sanity) == 3 * 2 * len(METHODS) * depths
