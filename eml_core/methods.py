@@ -7,6 +7,10 @@ pass per image) serves every method. Adding a method is adding one
 ``@register(...)`` function here; nothing else dispatches on method names.
 
 Maps are raw, signed, at feature resolution: ``{"query": (B, hq, wq), "retrieved": (B, hr, wr)}``.
+A method with point-specific maps also names how to read them
+(``point_maps(explanation, side, points_xy) -> (B, K, h_other, w_other)``, the
+maps over the *other* image for K pixels of ``side``); :func:`method_point_maps`
+is the one dispatch for those.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
 SIDES = ("query", "retrieved")
 SideMaps = dict[str, torch.Tensor]
+PointMaps = Callable[["PairExplanation", str, object], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -34,18 +39,25 @@ class MapMethod:
     compute: Callable[["PairExplanation"], SideMaps]
     description: str          # the equation, from the compute function's docstring
     point_specific: bool      # whether the method also has point-specific maps (the decomposition family)
+    point_maps: PointMaps | None = None  # (explanation, side, points_xy) -> (B, K, h_other, w_other)
 
 
 REGISTRY: dict[str, MapMethod] = {}
 
 
-def register(name: str, paper_name: str, point_specific: bool = False):
-    """Decorator: add ``compute(explanation) -> {side: maps}`` to the registry under ``name``."""
+def register(name: str, paper_name: str, point_specific: bool = False, point_maps: PointMaps | None = None):
+    """Decorator: add ``compute(explanation) -> {side: maps}`` to the registry under ``name``.
+
+    ``point_specific=True`` without ``point_maps`` gives the method the decomposition's point-specific maps
+    (:func:`decomposition_point_maps`); ``point_maps`` names any other reader (and implies point_specific).
+    """
 
     def add(compute: Callable[["PairExplanation"], SideMaps]) -> Callable[["PairExplanation"], SideMaps]:
         if name in REGISTRY:
             raise ValueError(f"map method {name!r} is registered twice")
-        REGISTRY[name] = MapMethod(name, paper_name, compute, " ".join((compute.__doc__ or "").split()), point_specific)
+        reader = point_maps or (decomposition_point_maps if point_specific else None)
+        REGISTRY[name] = MapMethod(name, paper_name, compute, " ".join((compute.__doc__ or "").split()),
+                                   reader is not None, reader)
         return compute
 
     return add
@@ -60,6 +72,18 @@ def get_method(name: str) -> MapMethod:
 def method_maps(explanation: "PairExplanation", methods=None) -> dict[str, SideMaps]:
     """Raw overall maps ``{method: {side: (B, h, w)}}`` of an explanation, for each named method."""
     return {name: get_method(name).compute(explanation) for name in (methods or DEFAULT_METHODS)}
+
+
+def method_point_maps(explanation: "PairExplanation", side: str, points_xy, methods=None) -> dict[str, torch.Tensor]:
+    """Point-specific maps ``{method: (B, K, h_other, w_other)}`` for pixel points ``(K, 2)`` (x, y) of ``side``,
+    for each named method that has them (the others are left out)."""
+    chosen = [get_method(name) for name in (methods or DEFAULT_METHODS)]
+    return {m.name: m.point_maps(explanation, side, points_xy) for m in chosen if m.point_maps is not None}
+
+
+def decomposition_point_maps(explanation: "PairExplanation", side: str, points_xy) -> torch.Tensor:
+    """f . F^other_x / Z with f = F^side bilinearly sampled at each pixel point (paper Eq. 5, point-specific)."""
+    return explanation.point_specific(side, points_xy)
 
 
 @register("gradcam", "Grad-CAM")

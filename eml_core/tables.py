@@ -153,6 +153,47 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("checkpoint_sha256", pa.string()), ("git_commit", pa.string()), ("parameters", pa.string()),
         ("headline", pa.string()), ("errors", pa.int64()), ("warnings", pa.int64()),
     ]),
+    # deletion / insertion on the similarity (eml_core.faithfulness): one row per (pair, perturbed side, map
+    # method or reference ordering, removal operator, curve, step); `fraction` is the share of the side's pixels
+    # removed (deletion) or restored (insertion) in the ordering's order, `similarity` the pair's S afterwards
+    "faithfulness_curves": pa.schema([
+        ("pair_id", pa.string()), ("side", pa.string()), ("method", pa.string()), ("removal", pa.string()),
+        ("curve", pa.string()), ("step", pa.int64()), ("fraction", pa.float64()), ("similarity", pa.float64()),
+    ]),
+    # point-specific faithfulness: one row per (pair, method, query pixel); drops of the pixel's partial
+    # similarity when the top region of its point-specific map / random regions of equal area (mean) / the top
+    # region of the method's overall map are removed from the other image
+    "faithfulness_points": pa.schema([
+        ("pair_id", pa.string()), ("side", pa.string()), ("method", pa.string()), ("removal", pa.string()),
+        ("point", pa.int64()), ("point_x", pa.float64()), ("point_y", pa.float64()),
+        ("region_fraction", pa.float64()), ("partial_similarity", pa.float64()), ("drop_top", pa.float64()),
+        ("drop_random", pa.float64()), ("drop_overall", pa.float64()),
+    ]),
+    # one row per (removal, method): mean AUCs over pairs (a pair's AUC is the mean over its evaluated sides)
+    # with percentile-bootstrap intervals over pairs; the point-specific ratio mean(drop_top) / mean(drop_random)
+    # (null for methods without point-specific maps); lower deletion and higher insertion AUC are more faithful
+    "faithfulness_summary": pa.schema([
+        ("removal", pa.string()), ("method", pa.string()), ("reference", pa.bool_()), ("pairs", pa.int64()),
+        ("deletion_auc", pa.float64()), ("deletion_auc_low", pa.float64()), ("deletion_auc_high", pa.float64()),
+        ("insertion_auc", pa.float64()), ("insertion_auc_low", pa.float64()), ("insertion_auc_high", pa.float64()),
+        ("point_pairs", pa.int64()), ("point_ratio", pa.float64()), ("point_ratio_low", pa.float64()),
+        ("point_ratio_high", pa.float64()), ("point_ratio_vs_overall", pa.float64()),
+        ("confidence", pa.float64()),
+    ]),
+    # cascading model randomization (eml_core.sanity): one row per (pair, side, method, depth); depth k has the
+    # first k layers of the cascade re-initialised (head first, then backbone blocks from the top), `layer` is the
+    # k-th; Spearman between the raw maps, SSIM between the presented maps, trained vs randomized model
+    "sanity": pa.schema([
+        ("pair_id", pa.string()), ("side", pa.string()), ("method", pa.string()), ("depth", pa.int64()),
+        ("layer", pa.string()), ("spearman", pa.float64()), ("ssim", pa.float64()),
+    ]),
+    # one row per (method, depth): means over pairs with percentile-bootstrap intervals
+    "sanity_summary": pa.schema([
+        ("method", pa.string()), ("depth", pa.int64()), ("layer", pa.string()), ("pairs", pa.int64()),
+        ("spearman", pa.float64()), ("spearman_low", pa.float64()), ("spearman_high", pa.float64()),
+        ("ssim", pa.float64()), ("ssim_low", pa.float64()), ("ssim_high", pa.float64()),
+        ("confidence", pa.float64()),
+    ]),
     # everything a run or a study could not use, or used with a caveat; the same for every kind of run
     "errors": pa.schema([
         ("stage", pa.string()), ("item", pa.string()), ("file", pa.string()), ("line", pa.int64()),

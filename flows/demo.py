@@ -2,7 +2,8 @@
 default dataset, train the default model, evaluate localization (Tables I and II), and build the example
 human study against that run (built, not launched); then train a small two-branch cross-view model and evaluate
 orientation (paper Section VII-A, Fig. 9); then retrieve by region: index the embedded data with the trained
-model, rank query regions of two-object images by partial similarity and the baselines."""
+model, rank query regions of two-object images by partial similarity and the baselines; last, check the maps'
+faithfulness to the similarity and their sanity under model randomization on two pairs of the localization run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.evaluate_faithfulness import evaluate_faithfulness
 from flows.evaluate_localization import evaluate_localization
 from flows.evaluate_orientation import evaluate_orientation
 from flows.index_build import index_build
@@ -20,6 +22,7 @@ from tasks.configs import (
     CrossViewTrainConfig,
     DemoConfig,
     ExplainConfig,
+    FaithfulnessConfig,
     IndexBuildConfig,
     LocalizationConfig,
     OrientationConfig,
@@ -74,4 +77,9 @@ def demo(config: DemoConfig = DemoConfig()) -> dict:
     result["index"] = gallery
     result["retrieval"] = interactive_retrieval(RetrievalConfig(index=gallery["index"], queries=queries, out=str(out),
                                                                 montages=6))
+
+    # small on purpose: 2 pairs of the localization run, 5 steps, one removal; the full protocol is a template
+    result["faithfulness"] = evaluate_faithfulness(FaithfulnessConfig(
+        dataset="synthetic", model=checkpoint, out=str(out), localization_run=localization["location"], pairs=2,
+        steps=(0.0, 0.1, 0.3, 0.6, 1.0), points_per_pair=1))
     return result

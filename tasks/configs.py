@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from eml_core.crossview_training import CrossViewTrainingConfig
 from eml_core.dataset_specs import check_dataset_spec
 from eml_core.errors import ArgumentError, EmlError
+from eml_core.faithfulness import DEFAULT_STEPS as FAITHFULNESS_STEPS
+from eml_core.faithfulness import REMOVALS, check_steps
 from eml_core.methods import DEFAULT_METHODS, REGISTRY
 from eml_core.sweep import FINE_THRESHOLDS
 from eml_core.training import TrainingConfig
@@ -871,3 +873,82 @@ class RetrievalBenchmarkConfig(FlowConfig):
         folder_or_creatable(self.data, "data")
         folder_or_creatable(self.out)
         device_present(self.device)
+
+
+class FaithfulnessConfig(FlowConfig):
+    """Faithfulness and sanity of the map methods (eml_core.faithfulness, eml_core.sanity): deletion / insertion
+    on the similarity of pairs, the point-specific ratio, cascading model randomization.
+
+    Pairs come from the pairs of a localization run (``localization_run``: a run folder or a results root,
+    its images looked up in ``dataset``), or are made from ``dataset``: every image of ``split`` with its
+    nearest (or a seeded random) same-class partner, then at most ``pairs`` of them, one per class first."""
+
+    dataset: str = "synthetic"
+    split_rule: SplitRule = None       # which images form `split` (None: the dataset kind's default, as elsewhere)
+    model: str = "mobilenet_v2:gap_fc"
+    out: str = "runs/faithfulness"
+    localization_run: str | None = None
+    split: str = "test"
+    pairing: str = "nearest"
+    pairs: Annotated[int, Field(ge=1, le=100_000)] = 16
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    removals: tuple[str, ...] = ("blur",)
+    steps: tuple[float, ...] = FAITHFULNESS_STEPS
+    sides: tuple[str, ...] = SIDES
+    points_per_pair: Annotated[int, Field(ge=0, le=64)] = 3
+    region_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    sanity: bool = True
+    shard_size: Annotated[int, Field(ge=1, le=10_000)] = 8
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 128
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    device: str = "auto"
+
+    _dataset = field_validator("dataset")(check_dataset)
+    _model = field_validator("model")(check_model)
+    _split_rule = field_validator("split_rule")(check_split_rule)
+    _out = field_validator("out")(check_results_location)
+    _methods = field_validator("methods")(check_methods)
+    _device = field_validator("device")(check_device)
+
+    @field_validator("localization_run")
+    @classmethod
+    def _localization_run(cls, value: str | None) -> str | None:
+        return None if value is None else check_results_location(value)
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: str) -> str:
+        return _choices((value,), SPLITS, "split")[0]
+
+    @field_validator("pairing")
+    @classmethod
+    def _pairing(cls, value: str) -> str:
+        return _choices((value,), PAIRINGS, "pairing")[0]
+
+    @field_validator("removals")
+    @classmethod
+    def _removals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _choices(value, tuple(REMOVALS), "removal")
+
+    @field_validator("sides")
+    @classmethod
+    def _sides(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _choices(value, SIDES, "side")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        try:
+            return check_steps(value)
+        except ArgumentError as error:
+            raise ValueError(error.problem) from None
+
+    def check_inputs(self) -> None:
+        dataset_present(self.dataset)
+        model_present(self.model)
+        folder_or_creatable(self.out)
+        device_present(self.device)
+        if self.localization_run is not None:
+            from eml_core.results import resolve_run
+
+            _present("localization_run", resolve_run, self.localization_run, "localization")

@@ -5,6 +5,7 @@
     eml evaluate localization --dataset SPEC --model SPEC --out LOCATION
     eml evaluate orientation --dataset cvusa:PATH|synthetic --out LOCATION [--model SPEC] [--rotations 0,30,...]
     eml train-crossview --dataset cvusa:PATH|synthetic --out CHECKPOINT [--epochs N] [--fine-tune]
+    eml evaluate faithfulness --dataset SPEC --model SPEC --out LOCATION [--removal blur|mean|road] [--steps ...]
     eml diagnose --dataset SPEC --models A.pt,B.pt --out LOCATION
     eml evaluate retrieval --model SPEC --out LOCATION [--benchmark composite|market1501]
     eml index build --gallery SPEC --model SPEC --out DIR [--split gallery]

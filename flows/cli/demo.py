@@ -13,8 +13,8 @@ from flows.cli.common import CONTEXT, MODEL_HELP, command, prefect_environment
 @command
 def demo(out, explain_model):
     """Explain an example pair, generate the embedded default data, train the default model, evaluate
-    localization (Tables I, II), build the example human study, and retrieve by region (index, rankings,
-    montages)."""
+    localization (Tables I, II), build the example human study, train and evaluate a small cross-view model
+    (orientation), retrieve by region (index, rankings, montages), and check the maps' faithfulness and sanity."""
     from tasks.configs import DemoConfig, validated
 
     config = validated(DemoConfig, out=out, explain_model=explain_model)
@@ -22,6 +22,7 @@ def demo(out, explain_model):
     prefect_environment()
     from flows.demo import demo as demo_flow
     from tasks.explain import summary_lines
+    from tasks.faithfulness import markdown_report as faithfulness_report
     from tasks.summary import markdown_report
 
     result = demo_flow(config)
@@ -55,3 +56,6 @@ def demo(out, explain_model):
         click.echo(f"   mAP by the marked object's class, {row['method']}: {row['value']:.3f}")
     click.echo(f"   rankings and montages: {retrieval['location']}; study: `.venv/bin/eml study build "
                f"data/studies/retrieval_demo.yaml --out studies/retrieval-demo`")
+    click.echo("\n== faithfulness of the maps to the similarity, and sanity checks (2 pairs of the localization run)")
+    click.echo(faithfulness_report(result["faithfulness"]))
+    click.echo(f"faithfulness results: {result['faithfulness']['location']}")

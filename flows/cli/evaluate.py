@@ -18,7 +18,7 @@ from flows.cli.common import (
     trust_model_factories,
 )
 from flows.cli.orientation import orientation
-from tasks.configs import DEFAULT_METHODS
+from tasks.configs import DEFAULT_METHODS, FAITHFULNESS_STEPS
 
 
 @click.group("evaluate", context_settings=CONTEXT)
@@ -76,6 +76,56 @@ def localization(dataset, split_rule, model, out, methods, splits, localize_spli
 
     result = evaluate_localization(config)
     click.echo(markdown_report(result, result["manifest"]["dataset"]["name"]))
+
+
+
+@evaluate.command("faithfulness", context_settings=CONTEXT)
+@click.option("--dataset", required=True, help=DATASET_HELP)
+@click.option("--split-rule", type=click.Choice(["classes", "official"]), default=None, help=SPLIT_RULE_HELP)
+@click.option("--model", required=True, help=MODEL_HELP)
+@click.option("--out", required=True, help="results folder or s3://bucket/prefix")
+@click.option("--localization-run", help="take the pairs of this localization run (a run folder or results root)")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", help="split paired (without a run)")
+@click.option("--pairing", type=click.Choice(["nearest", "random"]), default="nearest",
+              help="partner of each image: its nearest same-class image, or a seeded random one")
+@click.option("--pairs", type=click.IntRange(min=1), default=16, help="at most this many pairs, one per class first")
+@click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
+@click.option("--removal", "removals", default="blur", help="comma-separated removal operators: blur, mean, road")
+@click.option("--steps", default=",".join(f"{f:g}" for f in FAITHFULNESS_STEPS),
+              help="comma-separated fractions of pixels removed, from 0 to 1")
+@click.option("--sides", default="query,retrieved", help="sides perturbed (the other image stays intact)")
+@click.option("--points-per-pair", type=click.IntRange(min=0), default=3,
+              help="query pixels per pair for the point-specific ratio (0: skip it)")
+@click.option("--no-sanity", is_flag=True, help="skip the cascading model randomization")
+@click.option("--shard-size", type=click.IntRange(min=1), default=8, help="pairs per shard task")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, help="perturbed images per forward pass")
+@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--model-factory", help=FACTORY_HELP)
+@command
+def faithfulness(dataset, split_rule, model, out, localization_run, split, pairing, pairs, methods, removals, steps,
+                 sides, points_per_pair, no_sanity, shard_size, batch_size, seed, device, model_factory):
+    """Faithfulness of the maps to the similarity (deletion / insertion, point-specific ratio) and cascading
+    randomization sanity checks: tables, figures and manifest in --out."""
+    from eml_core.errors import ArgumentError
+    from tasks.configs import FaithfulnessConfig, validated
+
+    try:
+        fractions = tuple(float(step) for step in split_list(steps))
+    except ValueError:
+        raise ArgumentError("steps", f"expected comma-separated fractions from 0 to 1, got {steps!r}") from None
+    trust_model_factories(model_factory, model)
+    config = validated(FaithfulnessConfig, dataset=dataset, split_rule=split_rule, model=model, out=out,
+                       localization_run=localization_run, split=split, pairing=pairing, pairs=pairs,
+                       methods=split_list(methods), removals=split_list(removals), steps=fractions,
+                       sides=split_list(sides), points_per_pair=points_per_pair, sanity=not no_sanity,
+                       shard_size=shard_size, batch_size=batch_size, seed=seed, device=device)
+    config.check_inputs()  # before a flow (and its server) starts
+    prefect_environment()
+    from flows.evaluate_faithfulness import evaluate_faithfulness
+    from tasks.faithfulness import markdown_report
+
+    click.echo(markdown_report(evaluate_faithfulness(config)))
 
 
 @click.command("diagnose", context_settings=CONTEXT)
