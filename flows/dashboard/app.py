@@ -18,6 +18,7 @@ pages = [
     st.Page(HERE / "views" / "localization.py", title="Localization", url_path="localization"),
     st.Page(HERE / "views" / "orientation.py", title="Orientation", url_path="orientation"),
     st.Page(HERE / "views" / "retrieval.py", title="Retrieval", url_path="retrieval"),
+    st.Page(HERE / "views" / "faithfulness.py", title="Faithfulness", url_path="faithfulness"),
     st.Page(HERE / "views" / "studies.py", title="Studies", url_path="studies"),
     st.Page(HERE / "views" / "review.py", title="Review held work", url_path="review"),
 ]
