@@ -41,9 +41,12 @@ if TYPE_CHECKING:
                                  model_from_spec,
                                  save_model,
     )
-    from eml_core.position_embeddings import PositionEmbeddings, position_embeddings
+    from eml_core.position_embeddings import PositionEmbeddings
     from eml_core.presentation import normalise, overlay, present, rectify, top_fraction_mask, upsample
 
+# No exported name may be the name of a submodule: importing `eml_core.position_embeddings` (the module) sets
+# the package attribute of that name, so a lazily exported function of the same name would be the function or
+# the module depending on what was imported first. The function is `eml_core.position_embeddings.position_embeddings`.
 _EXPORTS = {
     "PairExplanation": "eml_core.decomposition",
     "explain_pair": "eml_core.decomposition",
@@ -69,7 +72,6 @@ _EXPORTS = {
     "model_from_spec": "eml_core.models",
     "save_model": "eml_core.models",
     "PositionEmbeddings": "eml_core.position_embeddings",
-    "position_embeddings": "eml_core.position_embeddings",
     "normalise": "eml_core.presentation",
     "overlay": "eml_core.presentation",
     "present": "eml_core.presentation",
@@ -93,6 +95,6 @@ __all__ = [
     "ModelError", "PairExplanation", "PositionEmbeddings", "Preprocessing", "UnsupportedHeadError",
     "WeightsUnavailableError", "build_head", "build_model", "explain_pair", "grad_cam", "grad_cam_from_features",
     "inference_mode_of", "load_image", "load_model", "model_from_spec", "normalise", "overlay",
-    "partial_similarity", "position_embeddings", "present", "rectify", "save_model", "top_fraction_mask",
+    "partial_similarity", "present", "rectify", "save_model", "top_fraction_mask",
     "upsample",
 ]

@@ -85,3 +85,13 @@ def test_the_checker_sees_a_cycle_and_a_layer_violation(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text("from eml_core.decomposition import explain_pair\n\ndef f():\n    import prefect\n")
     assert {"eml_core.decomposition", "prefect"} <= _imports(module)
+
+
+def test_no_public_name_of_eml_core_is_also_a_submodule_name():
+    """A lazily exported name equal to a submodule's would be the module once that submodule is imported, and
+    the function before: `from eml_core import NAME` must not depend on import order."""
+    import eml_core
+
+    submodules = {path.stem for path in (ROOT / "eml_core").glob("*.py")}
+    assert set(eml_core._EXPORTS) & submodules == set()
+    assert set(eml_core.__all__) == set(eml_core._EXPORTS)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from eml_core import HEAD_KINDS, UnsupportedHeadError, build_head, position_embeddings
+from eml_core import HEAD_KINDS, UnsupportedHeadError, build_head
+from eml_core.position_embeddings import position_embeddings
 from tests.conftest import randomise_batchnorm
 
 # Feature map with C=2 channels on a 1x2 grid: channel 0 = (1, 3), channel 1 = (2, 0).

@@ -137,9 +137,12 @@ def test_a_damaged_cached_file_is_recomputed_overwritten_and_reported(finished_s
             pd.testing.assert_frame_equal(store.read_table(path), ResultsLocation(str(finished_shards[0]))
                                           .read_table(path))
     # the rest was kept: all but the damaged file and the shard's errors file (which now carries the warning);
-    # an embed shard is one computation, so its embeddings and feature maps are rewritten with its errors file
+    # an embed shard is one computation, so its embeddings and feature maps are rewritten with its errors file;
+    # a method's localization shard is written with its stored maps (localization_maps), so both are rewritten
     rewritten = {errors_path} | ({embedded["path"], embedded["feature_maps_path"]}
                                  if target.startswith(("embed", "feature")) else set())
+    if target == "localization":
+        rewritten |= {result["maps_paths"][method] for method in result["computed"]}
     kept = set(untouched) - rewritten
     assert len(kept) == len(untouched) - len(rewritten - {relative})
     assert {p: (out / p).stat().st_mtime_ns for p in kept} == {p: untouched[p] for p in kept}

@@ -107,8 +107,11 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_tables_are_the_in_process_o
     assert len(survivors) == 2 and int(pid) not in {w.get("pid") for w in survivors.values()}
     assert_same_tables(tables(tmp_path / "run"), in_process_tables)
     assert result["manifest"]["execution"]["gpu_workers"] == 1 and result["manifest"]["execution"]["annotated"]
-    embed_runs = [task["worker"] for task in stream.data if "embed" in str(task["key"])]
-    assert len(embed_runs) == 4 and set(embed_runs) == {gpu_worker}  # 16 images in shards of 4
+    embed = [task for task in stream.data if "embed" in str(task["key"])]
+    # 16 images in shards of 4, each on a GPU worker: the first one, or the one its nanny started when the
+    # killed worker was the GPU worker (Dask then recomputes the embed results that died with it)
+    gpu_workers = {gpu_worker} | {address for address, worker in survivors.items() if worker["name"] == "gpu-0"}
+    assert len({task["key"] for task in embed}) == 4 and {task["worker"] for task in embed} <= gpu_workers
     record("evaluate_localization on Dask", "a worker SIGKILLed mid-way through a localization shard", "survived",
            kind="fault")
 
