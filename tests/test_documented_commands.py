@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -174,7 +175,11 @@ def test_every_concrete_command_runs_as_written(workspace):
             continue
         if command in ran:  # shown in two documents (README and a page): run once, in its first place
             continue
+        started = time.monotonic()
         result = _run(command, workspace)
+        if os.environ.get("EML_DOCS_TIMINGS"):  # where the suite's time goes: seconds per documented command
+            with open(os.environ["EML_DOCS_TIMINGS"], "a") as timings:
+                timings.write(f"{time.monotonic() - started:7.1f} s  {where}: {command}\n")
         assert result.returncode == 0, (f"{where}: `{command}` exited {result.returncode}\n"
                                         f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         ran.append(command)
