@@ -100,6 +100,8 @@ def _lookup_table(thresholds):
     if not (np.isfinite(span) and span > 0):
         return guess, 0.0, True
     scale = LOOKUP_BINS / span
+    if not np.isfinite(scale):       # a span below 4096 / (largest float), e.g. subnormal: no table
+        return guess, 0.0, True
     j = 0
     crowded = False
     for b in range(LOOKUP_BINS + 2):
@@ -123,9 +125,12 @@ def _cut_runs(values, thresholds, runs, run_levels, count):
     for r in range(height):
         previous = 0
         first = 0
+        above, at_most = -np.inf, lowest     # the previous pixel's level is the one of the values in (above, at_most]
         for c in range(width):
-            # The level, written out here: numba does not inline a call taking arrays well (ten times slower).
             v = values[r, c]
+            if v > above and v <= at_most:   # most pixels: the level of the pixel before (NaN never takes this way)
+                continue
+            # The level, written out here: numba does not inline a call taking arrays well (ten times slower).
             if not v > lowest:          # also NaN
                 level = 0
             elif v > highest:
@@ -153,6 +158,8 @@ def _cut_runs(values, thresholds, runs, run_levels, count):
                 while low > 1 and not v > thresholds[low - 1]:
                     low -= 1
                 level = low
+            above = thresholds[level - 1] if level > 0 else -np.inf
+            at_most = thresholds[level] if level < m else np.inf
             if level != previous:
                 if previous > 0:
                     runs[total] = (r << (2 * _FIELD)) | (first << _FIELD) | (c - 1)

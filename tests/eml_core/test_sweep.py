@@ -128,6 +128,15 @@ def test_float32_maps_compare_as_numpy_does():
     assert both(heat, [float("nan"), -np.inf, np.inf]) == [None, (0.0, 0.0, 3.0, 3.0), None]
 
 
+def test_thresholds_closer_than_the_lookup_table_can_scale():
+    """Thresholds 1e-308 apart: 4096 bins over their span would need a scale beyond the largest float (found by
+    hypothesis: the level lookup read outside its table); levels then come from exact comparisons alone."""
+    heat = np.full((4, 5), 1.1125369292536007e-308)
+    heat[0, 0], heat[2, 3] = 0.0, 0.77
+    assert both(heat, [0.0, 1.1125369292536007e-308], 4) == [(0.0, 0.0, 5.0, 4.0), (3.0, 2.0, 4.0, 3.0)]
+    assert both(heat, [0.0, 1.1125369292536007e-308], 8) == [(0.0, 0.0, 5.0, 4.0), (3.0, 2.0, 4.0, 3.0)]
+
+
 def test_bad_arguments_are_refused_with_their_name():
     with pytest.raises(ArgumentError, match="algorithm"):
         sweep_thresholds(np.zeros((3, 3)), GT, [0.5], algorithm="fast")
