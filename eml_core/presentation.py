@@ -42,14 +42,23 @@ def normalise(maps: torch.Tensor, mode: str = "max") -> tuple[torch.Tensor, torc
     if mode not in ("max", "minmax"):
         raise ArgumentError("mode", f"expected 'max' or 'minmax', got {mode!r}")
     flat = maps.reshape(*maps.shape[:-2], -1)
-    finite = torch.isfinite(flat).all(-1)
-    clean = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
+    finite_values = torch.isfinite(flat)
+    finite = finite_values.all(-1)
+    # The steps below that change nothing in the usual case (every value finite, mode "max": x - 0 == x, also
+    # for -0.0; no map flagged) are skipped: the result is the same to the bit, at a third of the passes over
+    # a map at image size.
+    clean = flat if bool(finite.all()) else torch.where(finite_values, flat, torch.zeros_like(flat))
     top = clean.max(-1, keepdim=True).values
-    bottom = clean.min(-1, keepdim=True).values if mode == "minmax" else torch.zeros_like(top)
-    span = top - bottom
+    if mode == "minmax":
+        bottom = clean.min(-1, keepdim=True).values
+        span = top - bottom
+        shifted = clean - bottom
+    else:
+        span, shifted = top, clean
     flagged = ~finite | (span.squeeze(-1) <= 0)
-    scaled = (clean - bottom) / torch.where(span > 0, span, torch.ones_like(span))
-    scaled = torch.where(flagged.unsqueeze(-1), torch.zeros_like(scaled), scaled)
+    scaled = shifted / torch.where(span > 0, span, torch.ones_like(span))
+    if bool(flagged.any()):
+        scaled = torch.where(flagged.unsqueeze(-1), torch.zeros_like(scaled), scaled)
     return scaled.reshape(maps.shape), flagged
 
 
