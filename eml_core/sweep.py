@@ -40,7 +40,8 @@ ground-truth box scaled the same way, IoU being invariant under axis scaling).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -81,8 +82,9 @@ def largest_component_box(mask: np.ndarray, connectivity: int = 4) -> Box | None
     return (float(x), float(y), float(x + w), float(y + h))
 
 
-@dataclass(frozen=True)
-class ThresholdResult:
+class ThresholdResult(NamedTuple):
+    """One threshold's box (None: empty mask) and its IoU with the ground truth (a tuple: made 100 times per map)."""
+
     threshold: float
     box: Box | None
     iou: float
@@ -109,24 +111,45 @@ def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=P
     """
     if algorithm not in ALGORITHMS:
         raise ArgumentError("algorithm", f"expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    thresholds = list(thresholds)   # read twice below
+    thresholds = tuple(thresholds)   # read twice below
     if algorithm == "union_find":
-        boxes = largest_component_boxes(normalised_map, thresholds, connectivity)
+        corners, found = _one_pass_box_array(normalised_map, thresholds, connectivity)
     else:
-        boxes = _opencv_boxes(normalised_map, thresholds, connectivity)
+        corners, found = _box_array(_opencv_boxes(normalised_map, thresholds, connectivity))
     map_size = tuple(np.shape(normalised_map))
     if image_size is not None and tuple(image_size) != map_size:
-        boxes = [scale_box(box, map_size, image_size) for box in boxes]
-    ious = box_ious(boxes, ground_truth)
-    return [ThresholdResult(float(t), box, iou) for t, box, iou in zip(thresholds, boxes, ious, strict=True)]
+        corners = _scaled_corners(corners, map_size, image_size)
+    ious = _corner_ious(corners, found, ground_truth)
+    return [ThresholdResult(float(t), tuple(box) if ok else None, iou)   # type: ignore[arg-type]  # 4 floats
+            for t, box, ok, iou in zip(thresholds, corners.tolist(), found.tolist(), ious, strict=True)]
+
+
+def _box_array(boxes: list[Box | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes as a float64 (m, 4) array (zeros where None) and whether each is there."""
+    found = np.array([box is not None for box in boxes], dtype=bool)
+    corners = np.array([box if box is not None else (0.0, 0.0, 0.0, 0.0) for box in boxes],
+                       dtype=np.float64).reshape(len(boxes), 4)
+    return corners, found
+
+
+def _scaled_corners(corners: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """:func:`scale_box` of every row (the same float64 operations: x * W_to / W_from, y * H_to / H_from)."""
+    (from_height, from_width), (to_height, to_width) = from_size, to_size
+    scaled = corners.copy()
+    scaled[:, 0::2] = corners[:, 0::2] * to_width / from_width
+    scaled[:, 1::2] = corners[:, 1::2] * to_height / from_height
+    return scaled
 
 
 def box_ious(boxes: list[Box | None], ground_truth: Box | None) -> list[float]:
     """:func:`box_iou` of every box with one ground truth, vectorised (the same float64 operations, same order)."""
-    if ground_truth is None or not boxes:
-        return [0.0] * len(boxes)
-    found = np.array([box is not None for box in boxes])
-    a = np.array([box if box is not None else (0.0, 0.0, 0.0, 0.0) for box in boxes], dtype=np.float64)
+    return _corner_ious(*_box_array(boxes), ground_truth)
+
+
+def _corner_ious(a: np.ndarray, found: np.ndarray, ground_truth: Box | None) -> list[float]:
+    """IoU of every row of a (m, 4) corner array whose ``found`` is set with ``ground_truth`` (0 elsewhere)."""
+    if ground_truth is None or not len(a):
+        return [0.0] * len(a)
     b = ground_truth
     width = np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0])
     height = np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1])
@@ -166,30 +189,53 @@ def largest_component_boxes(normalised_map: np.ndarray, thresholds, connectivity
     float32 maps and Python-float thresholds behave exactly as in NumPy.
     Integer and boolean maps are compared as float64 (as NumPy does with a float t).
     """
+    corners, found = _one_pass_box_array(normalised_map, tuple(thresholds), connectivity)
+    return [tuple(box) if ok else None   # type: ignore[misc]  # rows of 4 floats
+            for box, ok in zip(corners.tolist(), found.tolist(), strict=True)]
+
+
+def _one_pass_box_array(normalised_map: np.ndarray, thresholds: tuple, connectivity: int) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """The one-pass sweep's boxes as a float64 (m, 4) array in threshold order, and whether each mask has one."""
     if connectivity not in (4, 8):
         raise ArgumentError("connectivity", f"must be 4 or 8, got {connectivity}")
     _check_map(normalised_map)
     values = np.asarray(normalised_map)
-    effective = comparison_thresholds(values.dtype, thresholds)
+    try:
+        grid, index, usable = _comparison_plan(values.dtype, tuple(type(t) for t in thresholds), thresholds)
+    except TypeError:   # a threshold that cannot be a cache key (e.g. a 0-d array): planned for this call only
+        grid, index, usable = _comparison_plan.__wrapped__(values.dtype, (), thresholds)
     if values.dtype not in (np.float32, np.float64):   # native float32/float64 only: one compiled kernel each
         values = values.astype(np.float64)
     values = np.ascontiguousarray(values)
-    usable = ~np.isnan(effective)          # map > NaN is all False
-    grid = np.unique(effective[usable])     # sorted, duplicates once
     if grid.size == 0 or values.size == 0:
-        return [None] * len(effective)
+        return np.zeros((len(thresholds), 4)), np.zeros(len(thresholds), dtype=bool)
     from eml_core import component_sweep  # numba: imported on the first one-pass sweep only
 
     if max(values.shape) >= component_sweep.MAX_SIDE:
         raise ArgumentError("normalised_map", f"a side of {max(values.shape)} pixels is more than the one-pass "
                                               f"sweep handles ({component_sweep.MAX_SIDE - 1}); use algorithm='opencv'")
-    found = component_sweep.largest_component_boxes(values, grid, connectivity == 8)
+    corners = component_sweep.largest_component_boxes(values, grid, connectivity == 8)[index]
+    found = usable & (corners[:, 0] >= 0)
+    return np.where(found[:, None], corners, 0).astype(np.float64), found
+
+
+@lru_cache(maxsize=64)
+def _comparison_plan(map_dtype, types: tuple, thresholds: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the one-pass sweep: the sorted distinct comparison values (:func:`comparison_thresholds`), the position
+    of each threshold's among them, and which thresholds compare at all (map > NaN is all False).
+
+    Cached: a flow sweeps thousands of maps against the same grid. ``types`` is part of the key because a Python
+    float and a NumPy scalar can be equal and still compare differently with a float32 map.
+    """
+    effective = comparison_thresholds(map_dtype, thresholds)
+    usable = ~np.isnan(effective)
+    grid = np.unique(effective[usable])      # sorted, duplicates once
     index = np.searchsorted(grid, np.where(usable, effective, 0.0))
-    boxes: list[Box | None] = []
-    for position, ok in zip(index.tolist(), usable.tolist(), strict=True):
-        x0, y0, x1, y1 = found[position].tolist() if ok else (-1, 0, 0, 0)
-        boxes.append((float(x0), float(y0), float(x1), float(y1)) if x0 >= 0 else None)
-    return boxes
+    index = np.minimum(index, max(grid.size - 1, 0))   # an unusable threshold's slot (masked by ``usable``)
+    for array in (grid, index, usable):
+        array.setflags(write=False)          # shared between calls
+    return grid, index, usable
 
 
 def comparison_thresholds(map_dtype, thresholds) -> np.ndarray:
