@@ -36,9 +36,9 @@ from tasks.localization import (  # noqa: E402
     localize_shard,
     make_pairs,
     read_embeddings,
-    shards,
 )
 from tasks.provenance import model_fingerprint  # noqa: E402
+from tasks.sharding import shards  # noqa: E402
 from tasks.summary import summarise  # noqa: E402
 
 THRESHOLDS = tuple(sorted(set(FINE_THRESHOLDS) | set(PAPER_THRESHOLDS)))

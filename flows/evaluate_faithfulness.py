@@ -18,8 +18,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import progress
 from tasks.configs import FaithfulnessConfig, as_config
 from tasks.faithfulness import faithfulness_pairs, faithfulness_shard, markdown_report, summarise_faithfulness_run
-from tasks.localization import load_dataset, shards
+from tasks.localization import load_dataset
 from tasks.runs import start_run
+from tasks.sharding import shards
 
 # Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
 TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))

@@ -26,10 +26,10 @@ from tasks.localization import (
     localize_shard,
     make_pairs,
     read_embeddings,
-    shards,
 )
 from tasks.reports import publish_localization
 from tasks.runs import start_run
+from tasks.sharding import shards
 from tasks.summary import summarise
 
 

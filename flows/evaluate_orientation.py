@@ -17,9 +17,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import progress
 from tasks.configs import OrientationConfig, as_config
-from tasks.orientation import estimate_shard, load_crossview_dataset, pairs_to_evaluate, rotations_of, shards
+from tasks.orientation import estimate_shard, load_crossview_dataset, pairs_to_evaluate, rotations_of
 from tasks.orientation_summary import orientation_markdown, summarise_orientation
 from tasks.runs import start_run
+from tasks.sharding import shards
 
 # Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
 TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))

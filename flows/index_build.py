@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from tasks import progress
 from tasks.cluster import task_runner
 from tasks.configs import IndexBuildConfig, as_config
-from tasks.localization import load_dataset, shards
+from tasks.localization import load_dataset
 from tasks.retrieval import (
     commit_parts,
     embed_gallery_part,
@@ -26,6 +26,7 @@ from tasks.retrieval import (
     open_index,
 )
 from tasks.runs import new_run_id
+from tasks.sharding import shards
 
 
 @flow(name="index_build", log_prints=True,

@@ -17,9 +17,9 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from tasks import progress
 from tasks.cluster import task_runner
 from tasks.configs import RetrievalConfig, as_config
-from tasks.localization import shards
 from tasks.retrieval import artifact_rows, load_queries, prepare_retrieval, rank_shard, write_retrieval_run
 from tasks.runs import start_run
+from tasks.sharding import shards
 
 
 @flow(name="interactive_retrieval", log_prints=True,

@@ -41,10 +41,6 @@ def cached_model(spec: str, fingerprint: str, device: str):
     return model_from_spec(spec).to(device).eval()
 
 
-def shards(items: list, size: int) -> list[list]:
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
 def _errors_frame(errors: list[ErrorRecord]) -> pd.DataFrame:
     return pd.DataFrame([e.to_dict() for e in errors], columns=list(ErrorRecord.__dataclass_fields__))
 

@@ -37,10 +37,6 @@ def cached_crossview_model(spec: str, fingerprint: str, device: str) -> CrossVie
     return crossview_model_from_spec(spec).to(device).eval()
 
 
-def shards(items: list, size: int) -> list[list]:
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
 @task(name="load-crossview-dataset", cache_policy=NO_CACHE)
 def load_crossview_dataset(spec: str, splits: tuple[str, ...] | None = None) -> CrossViewDataset:
     """Pair records of ``splits`` (every header checked; problems are error rows; the embedded pairs are

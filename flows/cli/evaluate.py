@@ -39,7 +39,7 @@ def evaluate():
               help="partner of each image: a seeded random same-class image (the authors'), or its nearest one")
 @click.option("--sides", default="query,retrieved", help="images of a pair scored: query,retrieved (the authors') "
                                                          "or query")
-@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
+@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="at most this many items per shard task")
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", help="of the connected components")
 @click.option("--resolution", type=click.Choice(["image", "authors_224"]), default="image",
               help="threshold maps at each image's size, or at 224x224 as the authors did (boxes scaled back)")
@@ -97,7 +97,7 @@ def localization(dataset, split_rule, model, out, methods, splits, localize_spli
 @click.option("--points-per-pair", type=click.IntRange(min=0), default=3,
               help="query pixels per pair for the point-specific ratio (0: skip it)")
 @click.option("--no-sanity", is_flag=True, help="skip the cascading model randomization")
-@click.option("--shard-size", type=click.IntRange(min=1), default=8, help="pairs per shard task")
+@click.option("--shard-size", type=click.IntRange(min=1), default=8, help="at most this many pairs per shard task")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, help="perturbed images per forward pass")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--device", default="auto", help=DEVICE_HELP)
@@ -135,7 +135,7 @@ def faithfulness(dataset, split_rule, model, out, localization_run, split, pairi
               help="comma-separated checkpoints; the Multi-Similarity one (by the loss it records) is the reference")
 @click.option("--out", required=True, help="results folder or s3://bucket/prefix")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated map methods")
-@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="items per shard task")
+@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="at most this many items per shard task")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @click.option("--cluster", default="", help=CLUSTER_HELP)

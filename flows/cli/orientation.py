@@ -56,7 +56,7 @@ def parse_angles(text: str | None) -> tuple[float, ...]:
               help="corners uncovered by a rotation: reflected image, or only the inscribed disc kept at every angle")
 @click.option("--max-pairs", type=click.IntRange(min=1), help="only the split's first N pairs (quick runs)")
 @click.option("--examples", type=click.IntRange(0, 100), default=2, help="Fig. 8 panels (the first pairs)")
-@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="pairs per shard task")
+@click.option("--shard-size", type=click.IntRange(min=1), default=128, help="at most this many pairs per shard task")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, help="rotated pairs explained at once")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)

@@ -58,7 +58,7 @@ def index():
                                                       "for Market-1501, test); default: every image")
 @click.option("--similarity", type=click.Choice(["cosine", "dot"]), default="cosine",
               help="how the model compares embeddings (dot: a 'no norm' model)")
-@click.option("--shard-size", type=click.IntRange(min=1), default=256, help="images per shard task")
+@click.option("--shard-size", type=click.IntRange(min=1), default=256, help="at most this many images per shard task")
 @click.option("--commit-every", type=click.IntRange(min=1), default=16, help="shards embedded between two commits")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
@@ -99,7 +99,7 @@ def build(gallery, model, out, splits, similarity, shard_size, commit_every, dev
 @click.option("--root", default=None, help="folder of the index's images, if they moved")
 @click.option("--montages", type=click.IntRange(min=0), default=50, help="montage PNGs written (first queries)")
 @click.option("--maps", "point_maps", is_flag=True, help="overlay the region's point-specific maps (Fig. 13)")
-@click.option("--shard-size", type=click.IntRange(min=1), default=64, help="queries per shard task")
+@click.option("--shard-size", type=click.IntRange(min=1), default=64, help="at most this many queries per shard task")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--model-factory", help=FACTORY_HELP)
 @command
