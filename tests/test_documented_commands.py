@@ -4,9 +4,12 @@ A documented example that fails is a bug (one retrieval study shipped that way).
 ``bash`` blocks of README.md and docs/*.md, in that order, continuation lines joined:
 
 * a **concrete** command (no placeholder) runs as written with ``bash -c`` in a workspace that looks like a fresh
-  checkout (this repository's ``.venv``, ``data/``, Makefile and project files, ``../shared`` beside it), one
-  after the other, so later commands see what earlier ones wrote (``make demo`` writes ``out/demo``, which the
-  study commands read); it must exit 0; a command shown in two documents runs once, where it first appears;
+  checkout (this repository's ``.venv``, ``data/``, Makefile and project files, ``../shared`` beside it), in the
+  documents' order, so later commands see what earlier ones wrote (``make demo`` writes ``out/demo``, which the
+  study commands read); it must exit 0; a command shown in two documents runs once, where it first appears.
+  ``make demo`` runs alone first; after it, two commands may run at once (``EML_DOCS_LANES``, default 2; 1 runs
+  them one by one) unless they touch the same files (:func:`_conflict`): a command starts only when no running
+  command writes what it reads or reads or writes what it writes, so each still sees what the documents say;
 * a **template** (a placeholder such as ``PATH`` or ``ASSIGNMENT_ID``, an optional ``[--flag]`` or a choice
   ``a|b``) cannot run as written, so every ``eml`` command, subcommand and option it names is checked against the
   command line itself;
@@ -24,6 +27,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -131,12 +135,89 @@ def workspace(tmp_path_factory) -> Path:
     return repo
 
 
-def _run(command: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+def _environment(cwd: Path, lane: int = 0) -> dict:
     env = dict(os.environ, EML_NO_PROGRESS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", PREFECT_HOME=str(cwd / ".prefect"))
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+               PREFECT_HOME=str(cwd / (".prefect" if lane == 0 else f".prefect-{lane}")))  # one database per lane
     env.pop("PREFECT_API_URL", None)  # the commands start their own ephemeral server, as a user's would
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          start_new_session=True)
+    return env
+
+
+COMMAND_SECONDS = 900
+OUTPUT_OPTIONS = ("--out", "--models", "--results", "--data")   # options whose folder or file a command writes
+READ_ONLY = ("data/", "../shared/", ".venv/", "benchmarks/")     # inputs no documented command writes
+
+
+def _paths(command: str, cwd: Path) -> tuple[set[str], set[str]]:
+    """``(reads, writes)``: the paths a command names (``kind:PATH`` specs opened), outputs being the values of
+    :data:`OUTPUT_OPTIONS`; a study file's ``source:`` counts as read (the build reads that run)."""
+    reads, writes = set(), set()
+    words = shlex.split(command.replace("&&", " "))
+    for previous, word in zip(["", *words], words, strict=False):
+        path = word.split(":", 1)[1] if re.match(r"^[a-z0-9_]+:[^/]", word) else word
+        if word.startswith("-") or "/" not in path or path.startswith(READ_ONLY[2:]):
+            continue
+        (writes if previous in OUTPUT_OPTIONS else reads).add(os.path.normpath(path))
+        if path.endswith((".yaml", ".yml")) and (cwd / path).is_file():
+            source = re.search(r"^source:\s*(\S+)", (cwd / path).read_text(), re.MULTILINE)
+            if source:
+                reads.add(os.path.normpath(source[1]))
+    return {p for p in reads if not p.startswith(READ_ONLY[:2])}, writes
+
+
+def _related(a: str, b: str) -> bool:
+    """One path is the other or a folder holding it (component-wise: ``runs/a`` does not hold ``runs/ab``)."""
+    a_parts, b_parts = Path(a).parts, Path(b).parts
+    shorter = min(len(a_parts), len(b_parts))
+    return a_parts[:shorter] == b_parts[:shorter]
+
+
+def _conflict(first: tuple[set[str], set[str]], second: tuple[set[str], set[str]]) -> bool:
+    """Whether two commands must not run at once: one writes what the other reads or writes."""
+    (reads_1, writes_1), (reads_2, writes_2) = first, second
+    return any(_related(w, p) for w in writes_1 for p in reads_2 | writes_2) or \
+        any(_related(w, p) for w in writes_2 for p in reads_1)
+
+
+def _run_all(commands: list[tuple[str, str]], cwd: Path, lanes: int, timings: str | None) -> list[str]:
+    """Run ``(where, command)`` in order, at most ``lanes`` at once, a command waiting while it conflicts with a
+    running one; returns one message per command that failed (all run: later failures are reported too)."""
+    running: list[tuple[str, str, tuple, subprocess.Popen, float, int, Path]] = []
+    failures: list[str] = []
+
+    def finish(entry) -> None:
+        where, command, _, process, started, _, log = entry
+        if process.poll() is None:   # over its time: stop it and what it started
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if timings:
+            with open(timings, "a") as handle:
+                handle.write(f"{time.monotonic() - started:7.1f} s  {where}: {command}\n")
+        if process.returncode != 0:
+            failures.append(f"{where}: `{command}` exited {process.returncode}\n{log.read_text()[-6000:]}")
+        running.remove(entry)
+
+    def wait_for_one() -> None:
+        while True:
+            for entry in running:
+                if entry[3].poll() is not None or time.monotonic() - entry[4] > COMMAND_SECONDS:
+                    finish(entry)
+                    return
+            time.sleep(0.1)
+
+    for number, (where, command) in enumerate(commands):
+        paths = _paths(command, cwd)
+        while len(running) >= lanes or any(_conflict(paths, entry[2]) for entry in running):
+            wait_for_one()
+        lane = min(set(range(lanes)) - {entry[5] for entry in running})
+        log = cwd.parent / f"command-{len(commands)}-{number:02d}.log"   # beside the workspace, not in it
+        with open(log, "w") as out:
+            process = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=_environment(cwd, lane), stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        running.append((where, command, paths, process, time.monotonic(), lane, log))
+    while running:
+        wait_for_one()
+    return failures
 
 
 def test_the_docs_show_commands_and_each_is_classified():
@@ -169,21 +250,35 @@ def test_every_template_names_real_commands_and_options():
 
 @pytest.mark.slow
 def test_every_concrete_command_runs_as_written(workspace):
-    ran: list[str] = []
+    to_run: list[tuple[str, str]] = []
     for where, command in documented_commands():
         if command in NOT_RUN or _is_template(command) or where == MEASUREMENTS:
             continue
-        if command in ran:  # shown in two documents (README and a page): run once, in its first place
-            continue
-        started = time.monotonic()
-        result = _run(command, workspace)
-        if os.environ.get("EML_DOCS_TIMINGS"):  # where the suite's time goes: seconds per documented command
-            with open(os.environ["EML_DOCS_TIMINGS"], "a") as timings:
-                timings.write(f"{time.monotonic() - started:7.1f} s  {where}: {command}\n")
-        assert result.returncode == 0, (f"{where}: `{command}` exited {result.returncode}\n"
-                                        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        ran.append(command)
-    assert "make demo" in ran
+        if command not in [c for _, c in to_run]:  # shown in two documents (README and a page): once, where first
+            to_run.append((where, command))
+    assert to_run[0] == ("README.md", "make demo")
+    timings = os.environ.get("EML_DOCS_TIMINGS")  # where the suite's time goes: seconds per documented command
+    failures = _run_all(to_run[:1], workspace, 1, timings)   # make demo alone: everything after reads out/demo
+    assert not failures, failures[0]
+    failures = _run_all(to_run[1:], workspace, int(os.environ.get("EML_DOCS_LANES", "2")), timings)
+    assert not failures, f"{len(failures)} documented commands failed; the first:\n{failures[0]}"
+
+
+def test_commands_that_touch_the_same_files_never_run_at_once(tmp_path):
+    """The lanes' rule on the documents' own kinds of commands."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "study.yaml").write_text("kind: x\nsource: out/demo   # a run\n")
+    train = _paths(".venv/bin/eml train --dataset synthetic --out runs/triplet.pt", tmp_path)
+    evaluate = _paths(".venv/bin/eml evaluate localization --model runs/triplet.pt --out runs/triplet-loc", tmp_path)
+    other = _paths(".venv/bin/eml evaluate orientation --dataset cvusa:out/demo/crossview/data --out runs/o", tmp_path)
+    index = _paths(".venv/bin/eml index build --model out/demo/model.pt --out out/demo/index", tmp_path)
+    study = _paths(".venv/bin/eml study build data/study.yaml --out studies/demo", tmp_path)
+    assert _conflict(train, evaluate) and _conflict(evaluate, train)      # reads what the other writes
+    assert not _conflict(train, other) and not _conflict(evaluate, other)
+    assert _conflict(index, study)                                        # the study reads out/demo (its source)
+    assert not _conflict(index, other)                                    # out/demo/index vs out/demo/crossview
+    assert _conflict(other, _paths(".venv/bin/eml x --out runs/o", tmp_path))   # the same output
+    assert not _related("runs/triplet.pt", "runs/triplet-loc") and _related("out/demo", "out/demo/index")
 
 
 @pytest.mark.slow
