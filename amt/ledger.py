@@ -40,7 +40,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from amt.study import FieldProblem, Study, StudyError, describe_error, first_error, known_study_fields, one_line
+from amt.study import (
+    FieldProblem,
+    Study,
+    StudyError,
+    describe_error,
+    first_error,
+    known_study_fields,
+    one_line,
+    read_bounded_text,
+)
 from eml_core.atomic import write_bytes_atomic
 
 LEDGER_FILE = "ledger.json"
@@ -240,17 +249,9 @@ class Ledger:
             raise StudyError(f"{folder}: is a file, not a study folder")
         if not path.is_file():
             raise StudyError(f"{path}: no study ledger here; run `eml study build` first")
+        text = read_bounded_text(path, MAX_LEDGER_BYTES, "study ledger")
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_LEDGER_BYTES + 1)
-        except OSError as error:
-            raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
-        if len(raw) > MAX_LEDGER_BYTES:
-            raise StudyError(f"{path}: larger than {MAX_LEDGER_BYTES >> 20} MB; not a study ledger")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            raise StudyError(f"{path}: not UTF-8 text (byte {error.start})") from None
+            data = json.loads(text)
         except json.JSONDecodeError as error:
             raise StudyError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
         except RecursionError:

@@ -361,6 +361,23 @@ def parse_definition(text: str, is_json: bool, where: str):
         raise StudyError(one_line(f"{where}: not valid {'JSON' if is_json else 'YAML'} ({error})")) from None
 
 
+def read_bounded_text(path: Path, limit: int, what: str) -> str:
+    """The UTF-8 text of an untrusted file, reading at most ``limit`` + 1 bytes (never a huge file into memory);
+    StudyError naming the file when it cannot be read, is larger than ``limit`` or is not UTF-8."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
+    if len(data) > limit:
+        size = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit // 1024} KB"
+        raise StudyError(f"{path}: larger than {size}; not a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate a study definition (``.json``: JSON; anything else: YAML)."""
     path = Path(path)
@@ -368,17 +385,7 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"{path}: is a directory, not a study definition file")
     if not path.is_file():
         raise StudyError(f"{path}: study definition file does not exist")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_DEFINITION_BYTES + 1)
-    except OSError as error:
-        raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
-    if len(data) > MAX_DEFINITION_BYTES:
-        raise StudyError(f"{path}: larger than {MAX_DEFINITION_BYTES // 1024} KB; not a study definition")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise StudyError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    text = read_bounded_text(path, MAX_DEFINITION_BYTES, "study definition")
     if not text.strip():
         raise StudyError(f"{path}: is empty")
     raw = parse_definition(text, path.suffix.lower() == ".json", str(path))
