@@ -42,15 +42,23 @@ def normalise(maps: torch.Tensor, mode: str = "max") -> tuple[torch.Tensor, torc
     if mode not in ("max", "minmax"):
         raise ArgumentError("mode", f"expected 'max' or 'minmax', got {mode!r}")
     flat = maps.reshape(*maps.shape[:-2], -1)
-    finite_values = torch.isfinite(flat)
-    finite = finite_values.all(-1)
-    # The steps below that change nothing in the usual case (every value finite, mode "max": x - 0 == x, also
-    # for -0.0; no map flagged) are skipped: the result is the same to the bit, at a third of the passes over
-    # a map at image size.
-    clean = flat if bool(finite.all()) else torch.where(finite_values, flat, torch.zeros_like(flat))
-    top = clean.max(-1, keepdim=True).values
-    if mode == "minmax":
+    # The usual case (every value finite) takes one pass for the extremes, which also tell finiteness (NaN and
+    # infinities propagate to them), and skips the steps that would change nothing (x - 0 == x, also for -0.0;
+    # nothing to zero when no map is flagged): the same result to the bit, in a third of the passes over a map at
+    # image size. Otherwise non-finite values are replaced by 0 first.
+    everywhere_finite = False
+    if flat.shape[-1]:   # (maps of no pixels go the general way, which refuses them as before)
+        lowest, highest = torch.aminmax(flat, dim=-1, keepdim=True)
+        everywhere_finite = bool(torch.isfinite(lowest).all() and torch.isfinite(highest).all())
+    if everywhere_finite:
+        finite, clean, top, bottom = torch.ones(flat.shape[:-1], dtype=torch.bool), flat, highest, lowest
+    else:
+        finite_values = torch.isfinite(flat)
+        finite = finite_values.all(-1)
+        clean = torch.where(finite_values, flat, torch.zeros_like(flat))
+        top = clean.max(-1, keepdim=True).values
         bottom = clean.min(-1, keepdim=True).values
+    if mode == "minmax":
         span = top - bottom
         shifted = clean - bottom
     else:

@@ -55,3 +55,35 @@ def test_overlay_shape_and_size_check():
     assert out[..., 0].max() > 0  # the hot end of JET is red
     with pytest.raises(ArgumentError, match="does not match"):
         overlay(image, np.ones((5, 6)))
+
+
+def _normalise_every_step(maps: torch.Tensor, mode: str):
+    """The normalisation written out with every step applied (zeroing, subtracting 0, the final where)."""
+    flat = maps.reshape(*maps.shape[:-2], -1)
+    finite = torch.isfinite(flat).all(-1)
+    clean = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
+    top = clean.max(-1, keepdim=True).values
+    bottom = clean.min(-1, keepdim=True).values if mode == "minmax" else torch.zeros_like(top)
+    span = top - bottom
+    flagged = ~finite | (span.squeeze(-1) <= 0)
+    scaled = (clean - bottom) / torch.where(span > 0, span, torch.ones_like(span))
+    scaled = torch.where(flagged.unsqueeze(-1), torch.zeros_like(scaled), scaled)
+    return scaled.reshape(maps.shape), flagged
+
+
+@pytest.mark.parametrize("mode", ["max", "minmax"])
+def test_the_short_ways_give_the_same_bits_as_every_step(mode):
+    """normalise skips steps that change nothing when every value is finite; the bits must not change."""
+    generator = torch.Generator().manual_seed(7)
+    specials = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-38, -1e-30])
+    for trial in range(60):
+        maps = torch.randn(3, 1 + trial % 5, 2 + trial % 7, generator=generator) * 10 ** (trial % 5 - 2)
+        if trial % 3 == 0:
+            maps = maps.clamp_min(0)
+        if trial % 4 == 1:   # some special values somewhere (some maps non-finite, some not)
+            where = torch.randint(0, maps.numel(), (2,), generator=generator)
+            maps.view(-1)[where] = specials[torch.randint(0, len(specials), (2,), generator=generator)]
+        got, got_flagged = normalise(maps.clone(), mode)
+        want, want_flagged = _normalise_every_step(maps.clone(), mode)
+        assert torch.equal(got_flagged, want_flagged)
+        assert got.numpy().tobytes() == want.numpy().tobytes(), trial
