@@ -120,7 +120,7 @@ def sweep_thresholds(normalised_map: np.ndarray, ground_truth: Box, thresholds=P
     if image_size is not None and tuple(image_size) != map_size:
         corners = _scaled_corners(corners, map_size, image_size)
     ious = _corner_ious(corners, found, ground_truth)
-    return [ThresholdResult(float(t), tuple(box) if ok else None, iou)   # type: ignore[arg-type]  # 4 floats
+    return [ThresholdResult(float(t), tuple(box) if ok else None, iou)
             for t, box, ok, iou in zip(thresholds, corners.tolist(), found.tolist(), ious, strict=True)]
 
 
@@ -190,7 +190,7 @@ def largest_component_boxes(normalised_map: np.ndarray, thresholds, connectivity
     Integer and boolean maps are compared as float64 (as NumPy does with a float t).
     """
     corners, found = _one_pass_box_array(normalised_map, tuple(thresholds), connectivity)
-    return [tuple(box) if ok else None   # type: ignore[misc]  # rows of 4 floats
+    return [tuple(box) if ok else None
             for box, ok in zip(corners.tolist(), found.tolist(), strict=True)]
 
 

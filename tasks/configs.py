@@ -78,23 +78,26 @@ def _choices(values: tuple[str, ...], allowed: tuple[str, ...], name: str) -> tu
     return tuple(values)
 
 
-def check_dataset(value: str) -> str:
-    """The form of a dataset spec (the folder itself is checked by ``check_inputs`` where the run starts)."""
+def _form(check, value, **options):
+    """Field validators check a spec's form only (``must_exist=False``; what it names is checked by
+    ``check_inputs`` where the run starts) and report a problem as pydantic expects: a ValueError."""
     try:
-        check_dataset_spec(value, must_exist=False)
+        check(value, must_exist=False, **options)
     except EmlError as error:
         raise ValueError(str(error)) from None
     return value
+
+
+def check_dataset(value: str) -> str:
+    """The form of a dataset spec (the folder itself is checked by ``check_inputs`` where the run starts)."""
+    return _form(check_dataset_spec, value)
 
 
 def check_split_rule(value: str | None, info: ValidationInfo) -> str | None:
     """A split rule the config's dataset can honour (Market-1501 has only its official, already
     identity-disjoint split; a face folder only the class rule). Declared after ``dataset``."""
     if "dataset" in info.data:  # a bad dataset spec is reported on its own field
-        try:
-            check_dataset_spec(info.data["dataset"], must_exist=False, split_rule=value)
-        except EmlError as error:
-            raise ValueError(str(error)) from None
+        _form(check_dataset_spec, info.data["dataset"], split_rule=value)
     return value
 
 
@@ -102,11 +105,7 @@ def check_model(value: str) -> str:
     """The form of a model spec (a checkpoint file is checked by ``check_inputs`` where the run starts)."""
     from eml_core.models import check_model_spec
 
-    try:
-        check_model_spec(value, must_exist=False)
-    except EmlError as error:
-        raise ValueError(str(error)) from None
-    return value
+    return _form(check_model_spec, value)
 
 
 def _present(field: str, check, *args) -> None:
@@ -484,11 +483,7 @@ def check_crossview_model(value: str) -> str:
     """The form of a cross-view model spec (a checkpoint file is checked by ``check_inputs``)."""
     from eml_core.crossview_model import check_crossview_model_spec
 
-    try:
-        check_crossview_model_spec(value, must_exist=False)
-    except EmlError as error:
-        raise ValueError(str(error)) from None
-    return value
+    return _form(check_crossview_model_spec, value)
 
 
 def crossview_dataset_present(spec: str, field: str = "dataset") -> None:
