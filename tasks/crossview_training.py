@@ -10,7 +10,7 @@ from eml_core.crossview_model import save_crossview_model
 from eml_core.crossview_training import CrossViewTrainingConfig, train_crossview
 from eml_core.models import resolve_device
 from eml_core.tables import frame
-from tasks.provenance import code_version, git_commit, versions
+from tasks.provenance import software
 
 
 @task(name="train-crossview", tags=["gpu"], cache_policy=NO_CACHE)
@@ -28,7 +28,7 @@ def train_crossview_task(dataset: CrossViewDataset, training: CrossViewTrainingC
              "validation_split": validation_split, "loss_history": report.loss_history,
              "validation_recall_at_1": report.validation_recall_at_1, "crossview_recall": report.recalls,
              "cache_seconds": report.cache_seconds, "epoch_seconds": report.epoch_seconds, "errors": len(errors),
-             "versions": versions(), "git_commit": git_commit(), "code_version": code_version()}
+             **software()}
     save_crossview_model(model.cpu(), checkpoint, extra=extra)
     epochs = report.epoch_seconds
     return {"checkpoint": str(checkpoint), "loss_history": report.loss_history, "train_pairs": report.train_pairs,

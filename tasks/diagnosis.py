@@ -13,7 +13,7 @@ import pandas as pd
 
 from eml_core.models import recorded_config
 from eml_core.tables import frame
-from tasks.provenance import git_commit, model_fingerprint, versions
+from tasks.provenance import model_fingerprint, software
 from tasks.runs import Run, finish_run
 
 REFERENCE_LOSS = "multi_similarity"  # the paper's reference model in Tables III/IV
@@ -81,8 +81,7 @@ def write_diagnosis(run: Run, config, table: pd.DataFrame, results: dict[str, di
     split_rules = {r["manifest"]["dataset"].get("split_rule") for r in results.values()}
     split_rule = split_rules.pop() if len(split_rules) == 1 else ""
     manifest = {"kind": "diagnose_models", "run": {"kind": run.kind, "run_id": run.run_id},
-                "config": config.to_dict(), "split_rule": split_rule, "versions": versions(),
-                "git_commit": git_commit(),
+                "config": config.to_dict(), "split_rule": split_rule, **software(),
                 "models": {spec: {"name": name, "loss": recorded_loss(spec)}
                            for spec, name in model_names(config.models).items()},
                 "reference_model": reference_model(config.models),

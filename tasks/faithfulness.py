@@ -33,7 +33,14 @@ from eml_core.sanity import evaluate_sanity, sanity_verdicts, summarise_sanity
 from eml_core.tables import frame
 from tasks.configs import FaithfulnessConfig
 from tasks.localization import cached_model
-from tasks.provenance import code_version, content_key, git_commit, model_fingerprint, versions
+from tasks.provenance import (
+    code_version,
+    content_key,
+    model_fingerprint,
+    outcome,
+    run_header,
+    software,
+)
 from tasks.runs import Run, finish_run
 from tasks.shard_cache import ShardCache
 
@@ -204,12 +211,10 @@ def summarise_faithfulness_run(config: FaithfulnessConfig, run: Run, data: Datas
     fingerprint = model_fingerprint(config.model)
     manifest = {
         "kind": "evaluate_faithfulness",
-        "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at, "cache": cache.uri},
+        "run": run_header(run, cache.uri),
         "config": config.to_dict(),
         "seeds": {"orderings": config.seed, "bootstrap": config.seed},
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "code_version": code_version(),
+        **software(),
         "dataset": {"name": data.name, "root": data.root, "items": len(data.items), "fingerprint": data.fingerprint()},
         "checkpoint": {"spec": config.model, "sha256": fingerprint},
         "pairs": [p.pair_id for p in pairs],
@@ -217,11 +222,7 @@ def summarise_faithfulness_run(config: FaithfulnessConfig, run: Run, data: Datas
         "most_faithful": best,
         "sanity_verdicts": verdicts,
         "shards": [p for o in outputs for p in o["paths"].values()],
-        "tables": {name: f"{name}.parquet" for name in TABLES},
-        "figures": figures,
-        "errors": int((errors["severity"] == "error").sum()),
-        "warnings": int((errors["severity"] == "warning").sum()),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        **outcome(TABLES, errors, started, figures),
     }
     store.write_json("manifest.json", manifest)
     headline: dict[str, float] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pandas as pd
 from prefect import task
@@ -18,7 +17,7 @@ from eml_core.orientation_figures import histogram_png, render_example
 from eml_core.tables import frame
 from tasks.configs import OrientationConfig
 from tasks.orientation import cached_crossview_model
-from tasks.provenance import code_version, git_commit, model_fingerprint, versions
+from tasks.provenance import model_fingerprint, outcome, run_header, software
 from tasks.runs import Run, finish_run
 
 TABLES = ("orientation_items", "orientation_summary", "orientation_histogram", "errors")
@@ -55,12 +54,10 @@ def summarise_orientation(config: OrientationConfig, run: Run, dataset: CrossVie
     explained = sum(o["explained"] for o in computed)
     manifest = {
         "kind": "evaluate_orientation",
-        "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at, "cache": cache.uri},
+        "run": run_header(run, cache.uri),
         "config": config.to_dict(),
         "seeds": {"rotations": config.seed if not config.rotations else None},
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "code_version": code_version(),
+        **software(),
         "dataset": {"name": dataset.name, "root": dataset.root, "pairs": len(dataset.pairs),
                     "split": config.split_name, "fingerprint": dataset.fingerprint()},
         "checkpoint": {"spec": config.model, "sha256": fingerprint},
@@ -73,11 +70,7 @@ def summarise_orientation(config: OrientationConfig, run: Run, dataset: CrossVie
         # what this run computed (resumed shards cost nothing): rotated pairs explained and estimated per second
         "throughput": {"rotated_pairs": explained, "seconds": round(seconds, 3),
                        "rotated_pairs_per_second": round(explained / seconds, 4) if seconds > 0 else None},
-        "tables": {name: f"{name}.parquet" for name in TABLES},
-        "figures": figures,
-        "errors": int((errors["severity"] == "error").sum()),
-        "warnings": int((errors["severity"] == "warning").sum()),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        **outcome(TABLES, errors, started, figures),
     }
     store.write_json("manifest.json", manifest)
     catalog_row = finish_run(run, manifest, dataset=config.dataset, split_rule=config.split_name, model=config.model,

@@ -23,7 +23,7 @@ from eml_core.atomic import write_bytes_atomic
 from eml_core.errors import ArgumentError
 from eml_core.models import check_checkpoint
 from eml_core.weights import sha256_of
-from tasks.provenance import git_commit
+from tasks.provenance import run_header, software
 from tasks.runs import finish_run, start_run
 
 CURRENT = "current.pt"
@@ -50,12 +50,12 @@ def promote(checkpoint: str, models: str, results: str) -> dict:
         kept.with_suffix(".part").replace(kept)
     write_bytes_atomic(current, kept.read_bytes())
     run = start_run("promotion", results)
-    manifest = {"kind": "promotion", "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at},
+    manifest = {"kind": "promotion", "run": run_header(run),
                 "config": {"checkpoint": str(source.resolve()), "models": str(folder.resolve())},
                 "checkpoint": {"spec": str(current.resolve()), "sha256": digest, "source": str(source.resolve()),
                                "kept_as": str(kept.resolve())},
                 "previous_sha256": previous, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "git_commit": git_commit(), "errors": 0, "warnings": 0}
+                **software(), "errors": 0, "warnings": 0}
     run.location.write_json("manifest.json", manifest)
     row = finish_run(run, manifest, model=str(current.resolve()), checkpoint_sha256=digest,
                      headline={"promoted": 1.0})

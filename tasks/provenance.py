@@ -67,6 +67,31 @@ def versions() -> dict[str, str]:
     return found
 
 
+def software() -> dict:
+    """What made a result, in every manifest: package versions, the git commit (``+dirty`` with local changes) and
+    the code version (a hash of eml's own modules, which also keys the shard cache)."""
+    return {"versions": versions(), "git_commit": git_commit(), "code_version": code_version()}
+
+
+def run_header(run, cache: str | None = None) -> dict:
+    """A manifest's ``run`` entry: the run's kind, id and start (and its shard cache, where it has one)."""
+    header = {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at}
+    return header | ({"cache": cache} if cache is not None else {})
+
+
+def outcome(tables, errors, started: float, figures: list[str] | None = None) -> dict:
+    """A manifest's ending: the run's tables (``NAME.parquet``), its figures (when it draws any), counts of error
+    and warning rows (an ``errors`` frame with a ``severity`` column) and wall seconds since ``started``
+    (``time.perf_counter``)."""
+    import time
+
+    return {"tables": {name: f"{name}.parquet" for name in tables}, **({"figures": figures} if figures is not None
+                                                                      else {}),
+            "errors": int((errors["severity"] == "error").sum()),
+            "warnings": int((errors["severity"] == "warning").sum()),
+            "wall_seconds": round(time.perf_counter() - started, 3)}
+
+
 def content_key(*parts) -> str:
     """A short stable hash of JSON-able parts (cache keys)."""
     import json

@@ -37,7 +37,14 @@ from eml_core.results import ResultsLocation
 from eml_core.retrieval_benchmark import PRECISION_KS
 from eml_core.tables import frame
 from tasks.configs import IndexBuildConfig, RetrievalConfig
-from tasks.provenance import code_version, content_key, git_commit, model_fingerprint, versions
+from tasks.provenance import (
+    code_version,
+    content_key,
+    model_fingerprint,
+    outcome,
+    run_header,
+    software,
+)
 from tasks.runs import Run, finish_run
 from tasks.shard_cache import ShardCache
 
@@ -151,8 +158,7 @@ def finish_index_build(config: IndexBuildConfig, build_id: str, data: Dataset, i
     table = _errors_frame(data.errors + errors)
     build.write_table("errors.parquet", "errors", table)
     manifest = {
-        "kind": "index_build", "build_id": build_id, "config": config.to_dict(), "versions": versions(),
-        "git_commit": git_commit(), "code_version": code_version(),
+        "kind": "index_build", "build_id": build_id, "config": config.to_dict(), **software(),
         "dataset": {"spec": config.gallery, "name": data.name, "root": data.root, "items": len(data.items),
                     "fingerprint": data.fingerprint()},
         "model": {"spec": absolute_spec(config.model), "fingerprint": index.fingerprint,
@@ -357,8 +363,8 @@ def write_retrieval_run(config: RetrievalConfig, run: Run, info: dict, queries: 
 
     manifest = {
         "kind": "interactive_retrieval",
-        "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at, "cache": cache.uri},
-        "config": config.to_dict(), "versions": versions(), "git_commit": git_commit(), "code_version": code_version(),
+        "run": run_header(run, cache.uri),
+        "config": config.to_dict(), **software(),
         "index": {key: info[key] for key in ("location", "root", "recorded_root", "count", "similarity",
                                              "fingerprint", "summary", "dataset")},
         "checkpoint": {"spec": info["model"], "sha256": info["fingerprint"]},
@@ -367,11 +373,8 @@ def write_retrieval_run(config: RetrievalConfig, run: Run, info: dict, queries: 
                     "scored_by_label": int(query_eval["query_id"].nunique()) if len(query_eval) else 0},
         "shards": [o["paths"]["retrieval_rankings"] for o in shard_outputs],
         "shards_computed_this_run": sum(bool(o["computed"]) for o in shard_outputs),
-        "tables": {name: f"{name}.parquet" for name in RUN_TABLES},
         "montages": montages,
-        "errors": int((errors["severity"] == "error").sum()),
-        "warnings": int((errors["severity"] == "warning").sum()),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        **outcome(RUN_TABLES, errors, started),
     }
     store.write_json("manifest.json", manifest)
     headline = headline_of(evals)

@@ -7,8 +7,6 @@ code version, so a second run with the same model reuses it (embedding nothing).
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -17,7 +15,14 @@ from eml_core.datasets import ErrorRecord, Item
 from eml_core.models import resolve_device
 from eml_core.tables import frame
 from tasks.configs import RetrievalBenchmarkConfig
-from tasks.provenance import code_version, content_key, git_commit, model_fingerprint, versions
+from tasks.provenance import (
+    code_version,
+    content_key,
+    model_fingerprint,
+    outcome,
+    run_header,
+    software,
+)
 from tasks.retrieval import absolute_spec, headline_of, load_model, montage_name, opened_index
 from tasks.runs import Run, finish_run
 
@@ -106,19 +111,15 @@ def write_benchmark_run(config: RetrievalBenchmarkConfig, run: Run, gallery: dic
     fingerprint = model_fingerprint(config.model)
     manifest = {
         "kind": "evaluate_retrieval",
-        "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at, "cache": run.cache.uri},
-        "config": config.to_dict(), "versions": versions(), "git_commit": git_commit(), "code_version": code_version(),
+        "run": run_header(run, run.cache.uri),
+        "config": config.to_dict(), **software(),
         "benchmark": {"name": config.benchmark, **gallery["described"], "gallery": len(gallery["items"]),
                       "queries": len(evaluated["queries"]) if config.benchmark == "composite" else None,
                       "skipped_queries": evaluated.get("skipped")},
         "index": {**{k: index[k] for k in ("location", "root", "similarity", "fingerprint")}, "added_this_run": added},
         "checkpoint": {"spec": absolute_spec(config.model), "sha256": fingerprint},
-        "tables": {"retrieval_rankings": "retrieval_rankings.parquet", "retrieval_eval": "retrieval_eval.parquet",
-                   "errors": "errors.parquet"},
         "montages": montages,
-        "errors": int((errors["severity"] == "error").sum()),
-        "warnings": int((errors["severity"] == "warning").sum()),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        **outcome(("retrieval_rankings", "retrieval_eval", "errors"), errors, started),
     }
     store.write_json("manifest.json", manifest)
     catalog_row = finish_run(run, manifest, dataset=config.dataset or f"composite:{config.data}", model=config.model,

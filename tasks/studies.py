@@ -152,7 +152,7 @@ def record_analysis(folder: str, results: str, result: dict, study: dict) -> dic
     from pathlib import Path
 
     from amt.responses import read_study_table
-    from tasks.provenance import git_commit, versions
+    from tasks.provenance import run_header, software
     from tasks.runs import finish_run, start_run
 
     run = start_run("study", results)
@@ -164,12 +164,12 @@ def record_analysis(folder: str, results: str, result: dict, study: dict) -> dic
         store.write_bytes("figures/study_summary.png", result["chart"])
     row = result["summary"].iloc[0]
     errors = tables["errors"]
-    manifest = {"kind": "analyze_study", "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at},
+    manifest = {"kind": "analyze_study", "run": run_header(run),
                 "config": {"folder": str(folder), "include_flagged": bool(result.get("include_flagged")),
                            "results": results},
                 "study_id": study["study_id"], "study_folder": str(Path(folder).resolve()),
                 "methods": list(study["methods"]), "counts": study["counts"], "spend": study["spend"],
-                "versions": versions(), "git_commit": git_commit(),
+                **software(),
                 "tables": {name: f"{name}.parquet" for name in STUDY_TABLES},
                 "figures": ["figures/study_summary.png"] if result.get("chart") else [],
                 "errors": int((errors["severity"] == "error").sum()),

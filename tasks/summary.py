@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import torch
@@ -21,7 +19,7 @@ from eml_core.tables import frame
 from tasks.configs import LocalizationConfig
 from tasks.figures import accuracy_plot, example_panel, png_bytes
 from tasks.localization import cached_model, read_embeddings
-from tasks.provenance import code_version, git_commit, model_fingerprint, versions
+from tasks.provenance import model_fingerprint, outcome, run_header, software
 from tasks.runs import Run, finish_run
 
 TABLES = ("localization_items", "localization_summary", "localization_best", "maxboxacc", "retrieval_metrics",
@@ -86,12 +84,10 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
     fingerprint = model_fingerprint(config.model)
     manifest = {
         "kind": "evaluate_localization",
-        "run": {"kind": run.kind, "run_id": run.run_id, "started_at": run.started_at, "cache": cache.uri},
+        "run": run_header(run, cache.uri),
         "config": config.to_dict(),
         "seeds": {"pairing": config.seed, "torch": config.seed},
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "code_version": code_version(),
+        **software(),
         "dataset": {"name": dataset.name, "root": dataset.root, "items": len(dataset.items),
                     "split_rule": dataset.split_rule, "fingerprint": dataset.fingerprint()},
         "protocol": {"split_rule": dataset.split_rule, "table_splits": list(splits),
@@ -104,11 +100,7 @@ def summarise(config: LocalizationConfig, run: Run, dataset: Dataset, embed_outp
                    "localize": [p for o in localize_outputs for p in o["paths"].values()]},
         "shards_computed_this_run": sum(bool(o["computed"]) for o in embed_outputs + localize_outputs),
         "execution": {"cluster": config.cluster, **(placement or {"runner": "in_process"})},
-        "tables": {name: f"{name}.parquet" for name in TABLES},
-        "figures": figures,
-        "errors": int((errors["severity"] == "error").sum()),
-        "warnings": int((errors["severity"] == "warning").sum()),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        **outcome(TABLES, errors, started, figures),
     }
     store.write_json("manifest.json", manifest)
     headline = {f"best_accuracy/{r['method']}": float(r["best_accuracy"]) for _, r in best.iterrows()}

@@ -14,7 +14,7 @@ from eml_core.retrieval import RECALL_KS, embed_items, recall_at_k
 from eml_core.tables import frame
 from eml_core.training import TrainingConfig, train_model
 from tasks import progress
-from tasks.provenance import code_version, git_commit, versions
+from tasks.provenance import software
 
 
 @task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)
@@ -37,8 +37,7 @@ def train_model_task(dataset: Dataset, config: TrainingConfig, checkpoint: str, 
                                 "count": len(kept)})
     extra = {"dataset": dataset.name, "split_rule": dataset.split_rule, "dataset_fingerprint": dataset.fingerprint(),
              "loss_history": report.loss_history,
-             "retrieval_metrics": metrics, "versions": versions(), "git_commit": git_commit(),
-             "code_version": code_version()}
+             "retrieval_metrics": metrics, **software()}
     save_model(model.cpu(), checkpoint, extra=extra)
     return {"checkpoint": str(checkpoint), "split_rule": dataset.split_rule, "loss_history": report.loss_history,
             "train_items": report.train_items,
