@@ -9,6 +9,7 @@ import streamlit as st
 
 from flows.dashboard import data
 from flows.dashboard.settings import Settings, settings
+from tasks import review
 from tasks.review import READ_ERRORS
 
 
@@ -51,6 +52,38 @@ def choose_run(kind: str, key: str = "run", label: str = "run") -> pd.Series | N
     chosen = st.sidebar.selectbox(label, ids, index=index, format_func=labels.__getitem__, key=key)
     st.query_params["run"] = chosen
     return runs.set_index("run_id").loc[chosen].to_frame().T.reset_index(names="run_id").iloc[0]
+
+
+def run_page(kind: str, title: str, note: str = "") -> tuple[pd.Series, str]:
+    """A run page's top: its title, the run of ``kind`` chosen in the sidebar (the page stops when there is
+    none) and a caption naming the run, its data, model and location (then ``note``). Returns the run's
+    catalog row and its location."""
+    st.title(title)
+    row = choose_run(kind)
+    if row is None:
+        st.stop()
+    location = row["location"]
+    st.caption(f"Run `{row['run_id']}` on `{row['dataset']}` with `{row['model']}` · `{location}`"
+               + (f" · {note}" if note else ""))
+    return row, location
+
+
+def study_page(title: str) -> tuple[str, str]:
+    """A study page's top: its title and the study chosen in the sidebar (the first by id, or ``?study=<id>``
+    from a link); the page stops with a hint when there is none. Returns the study's id and folder."""
+    st.title(title)
+    settings = current()
+    with shown_errors():
+        folders = review.study_folders(data.catalog(settings.results), list(settings.studies))
+    if not folders:
+        st.info("No study to show: analyse one with `eml study analyze FOLDER --results LOCATION`, or start the "
+                "dashboard with `--study FOLDER`.")
+        st.stop()
+    ids = sorted(folders)
+    wanted = st.query_params.get("study")
+    study_id = st.sidebar.selectbox("study", ids, index=ids.index(wanted) if wanted in ids else 0, key="study")
+    st.query_params["study"] = study_id
+    return study_id, folders[study_id]
 
 
 def percent(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

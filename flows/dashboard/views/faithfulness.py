@@ -7,15 +7,11 @@ from __future__ import annotations
 import streamlit as st
 
 from flows.dashboard import data
-from flows.dashboard.common import choose_run, shown_errors
+from flows.dashboard.common import run_page, shown_errors
 
-st.title("Faithfulness and sanity checks")
-row = choose_run("faithfulness")
-if row is None:
-    st.stop()
-location = row["location"]
-st.caption(f"Run `{row['run_id']}` on `{row['dataset']}` with `{row['model']}` · `{location}` · lower deletion "
-           f"and higher insertion AUC are more faithful; `random` and `gradient_oracle` are the references")
+row, location = run_page("faithfulness", "Faithfulness and sanity checks",
+                         "lower deletion and higher insertion AUC are more faithful; `random` and "
+                         "`gradient_oracle` are the references")
 
 with shown_errors():
     manifest = data.manifest(location)

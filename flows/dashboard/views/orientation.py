@@ -6,14 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from flows.dashboard import data
-from flows.dashboard.common import choose_run, percent, shown_errors
+from flows.dashboard.common import percent, run_page, shown_errors
 
-st.title("Cross-view orientation")
-row = choose_run("orientation")
-if row is None:
-    st.stop()
-location = row["location"]
-st.caption(f"Run `{row['run_id']}` on `{row['dataset']}` with `{row['model']}` · `{location}`")
+row, location = run_page("orientation", "Cross-view orientation")
 
 with shown_errors():
     if data.has_table(location, "orientation_summary"):

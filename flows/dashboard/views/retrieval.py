@@ -6,15 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from flows.dashboard import data
-from flows.dashboard.common import choose_run, shown_errors
+from flows.dashboard.common import run_page, shown_errors
 from tasks import review
 
-st.title("Interactive retrieval")
-row = choose_run("retrieval")
-if row is None:
-    st.stop()
-location = row["location"]
-st.caption(f"Run `{row['run_id']}` on `{row['dataset']}` with `{row['model']}` · `{location}`")
+row, location = run_page("retrieval", "Interactive retrieval")
 
 with shown_errors():
     if data.has_table(location, "retrieval_eval"):

@@ -7,21 +7,11 @@ from __future__ import annotations
 import streamlit as st
 
 from flows.dashboard import data
-from flows.dashboard.common import current, shown_errors
+from flows.dashboard.common import current, shown_errors, study_page
 from tasks import review
 
-st.title("Review held assignments")
+_, folder = study_page("Review held assignments")
 settings = current()
-with shown_errors():
-    folders = review.study_folders(data.catalog(settings.results), list(settings.studies))
-if not folders:
-    st.info("No study to review.")
-    st.stop()
-ids = sorted(folders)
-wanted = st.query_params.get("study")
-study_id = st.sidebar.selectbox("study", ids, index=ids.index(wanted) if wanted in ids else 0, key="study")
-st.query_params["study"] = study_id
-folder = folders[study_id]
 with shown_errors():
     view = data.study(folder)
 mode = "production MTurk (LIVE, real money)" if settings.live else "the MTurk sandbox"

@@ -6,23 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from flows.dashboard import charts, data
-from flows.dashboard.common import current, shown_errors
+from flows.dashboard.common import current, shown_errors, study_page
 from tasks import review
 
-st.title("Studies")
-settings = current()
-with shown_errors():
-    runs = data.catalog(settings.results)
-    folders = review.study_folders(runs, list(settings.studies))
-if not folders:
-    st.info("No study to show: analyse one with `eml study analyze FOLDER --results LOCATION`, or start the "
-            "dashboard with `--study FOLDER`.")
-    st.stop()
-ids = sorted(folders)
-wanted = st.query_params.get("study")
-study_id = st.sidebar.selectbox("study", ids, index=ids.index(wanted) if wanted in ids else 0, key="study")
-st.query_params["study"] = study_id
-folder = folders[study_id]
+study_id, folder = study_page("Studies")
 with shown_errors():
     view = data.study(folder)
 counts, money = view["counts"], view["spend"]
@@ -75,7 +62,7 @@ if len(view["lab"]):
     st.subheader("Lab participants")
     st.dataframe(view["lab"], hide_index=True, key="lab")
 
-history = review.study_runs(runs)
+history = review.study_runs(data.catalog(current().results))
 history = history[history["dataset"] == study_id].iloc[::-1]
 if len(history) > 1:
     st.subheader("Analyses over time")
