@@ -91,30 +91,23 @@ def main() -> None:
     print(f"{len(pairs)} test pairs (nearest same-class partner), model {model_path}")
 
     curves, points, errors, cost = [], [], [], []
+
+    def timed(step: str, evaluate, *arguments, **options):
+        """Run one evaluation, keep its error rows and record its forward passes and seconds; returns its rows."""
+        with count_forward_passes(model) as count:
+            started = time.perf_counter()
+            rows, problems = evaluate(model, pairs, *arguments, **options)
+            seconds = time.perf_counter() - started
+        errors.extend(problems)
+        cost.append({"step": step, "forward_calls": count.calls, "images": count.images, "seconds": seconds,
+                     "pairs_per_second": len(pairs) / seconds})
+        return rows
+
     for removal in args.removals.split(","):
-        with count_forward_passes(model) as count:
-            started = time.perf_counter()
-            rows, problems = evaluate_faithfulness(model, pairs, removals=removal, batch_size=args.batch_size)
-            seconds = time.perf_counter() - started
-        curves += rows
-        errors += problems
-        cost.append({"step": f"curves ({removal})", "forward_calls": count.calls, "images": count.images,
-                     "seconds": seconds, "pairs_per_second": len(pairs) / seconds})
-        with count_forward_passes(model) as count:
-            started = time.perf_counter()
-            rows, problems = evaluate_point_faithfulness(model, pairs, removal=removal, batch_size=args.batch_size)
-            seconds = time.perf_counter() - started
-        points += rows
-        errors += problems
-        cost.append({"step": f"points ({removal})", "forward_calls": count.calls, "images": count.images,
-                     "seconds": seconds, "pairs_per_second": len(pairs) / seconds})
-    with count_forward_passes(model) as count:
-        started = time.perf_counter()
-        sanity, problems = evaluate_sanity(model, pairs)
-        seconds = time.perf_counter() - started
-    errors += problems
-    cost.append({"step": f"sanity ({len(randomization_layers(model))} depths)", "forward_calls": count.calls,
-                 "images": count.images, "seconds": seconds, "pairs_per_second": len(pairs) / seconds})
+        curves += timed(f"curves ({removal})", evaluate_faithfulness, removals=removal, batch_size=args.batch_size)
+        points += timed(f"points ({removal})", evaluate_point_faithfulness, removal=removal,
+                        batch_size=args.batch_size)
+    sanity = timed(f"sanity ({len(randomization_layers(model))} depths)", evaluate_sanity)
 
     summary = summarise_faithfulness(curves, points)
     sanity_summary = summarise_sanity(sanity)
