@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eml_core.datasets import DatasetError, ErrorRecord, _checked_image, _inside, _text_lines
+from eml_core.datasets import DatasetError, ErrorRecord, _inside, _listed_image, _text_lines
 from eml_core.errors import ArgumentError, ImageError
 from eml_core.examples import packaged_image
 from eml_core.images import load_image
@@ -248,12 +248,8 @@ def _checked_pair(root: Path, pair_id: str, relative_panorama: str, relative_aer
                   ) -> CrossViewPair | None:
     sizes = {}
     for role, relative in (("panorama", relative_panorama), ("aerial", relative_aerial)):
-        path = root / relative
-        if not _inside(path, root):
-            errors.append(ErrorRecord(STAGE, pair_id, listed_in, line,
-                                      f"{role} path {relative!r} leaves the dataset folder; pair left out"))
-            return None
-        size = _checked_image(path, STAGE, pair_id, errors, listed_in, line)
+        size = _listed_image(root, relative, STAGE, pair_id, errors, listed_in, line, what=role,
+                             consequence="pair left out")
         if size is None:
             return None
         sizes[role] = size

@@ -296,11 +296,8 @@ def load_cub(root: str | Path, name: str = "cub200", split_rule: str = "classes"
                                       f"is_train must be 0 or 1, got {split_flag}"))
             continue
         path = root / "images" / relative
-        if not _inside(path, root / "images"):
-            errors.append(ErrorRecord(stage, image_id, str(index), paths.lines.get(image_id),
-                                      f"image path {relative!r} leaves the images folder; left out"))
-            continue
-        size = _checked_image(path, stage, image_id, errors, str(index), paths.lines.get(image_id))
+        size = _listed_image(root / "images", relative, stage, image_id, errors, str(index),
+                             paths.lines.get(image_id), where="images folder")
         if size is None:
             continue
         box = None
@@ -321,6 +318,20 @@ def load_cub(root: str | Path, name: str = "cub200", split_rule: str = "classes"
     if not official:
         items = split_by_classes(items)
     return Dataset(name, str(root), items, errors, class_names, split_rule)
+
+
+def _listed_image(folder: Path, relative: str, stage: str, image_id: str, errors: list[ErrorRecord],
+                  listed_in: str, line: int | None, what: str = "image", where: str = "dataset folder",
+                  consequence: str = "left out"):
+    """Size of the image an annotation file lists at ``relative`` under ``folder``, or None with an error row: the
+    path leaves ``folder`` (``"{what} path ... leaves the {where}; {consequence}"``), or the image is missing or
+    unreadable (:func:`_checked_image`)."""
+    path = folder / relative
+    if not _inside(path, folder):
+        errors.append(ErrorRecord(stage, image_id, listed_in, line,
+                                  f"{what} path {relative!r} leaves the {where}; {consequence}"))
+        return None
+    return _checked_image(path, stage, image_id, errors, listed_in, line)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -436,11 +447,7 @@ def load_folder(root: str | Path, csv_path: str | Path | None = None, name: str 
             continue
         seen_images[relative] = number
         path = root / relative
-        if not _inside(path, root):
-            errors.append(ErrorRecord(stage, image_id, str(csv_path), number,
-                                      f"image path {relative!r} leaves the dataset folder; left out"))
-            continue
-        size = _checked_image(path, stage, image_id, errors, str(csv_path), number)
+        size = _listed_image(root, relative, stage, image_id, errors, str(csv_path), number)
         if size is None:
             continue
         box = None

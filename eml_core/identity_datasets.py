@@ -41,7 +41,7 @@ from eml_core.datasets import (
     ErrorRecord,
     Item,
     _checked_image,
-    _inside,
+    _listed_image,
     read_csv_records,
 )
 
@@ -184,11 +184,8 @@ def load_faces(root: str | Path, csv_path: str | Path | None = None, name: str =
     items: list[Item] = []
     for number, file, identity in rows:
         path = images / file
-        if not _inside(path, images):
-            errors.append(ErrorRecord(stage, file, str(csv_path), number,
-                                      f"path {file!r} leaves the images folder; left out"))
-            continue
-        size = _checked_image(path, stage, file, errors, str(csv_path), number)
+        size = _listed_image(images, file, stage, file, errors, str(csv_path), number, what="photo",
+                             where="images folder")
         if size is None:
             continue
         items.append(IdentityItem(Path(file).as_posix(), str(path), f"images/{Path(file).as_posix()}", labels[identity],
