@@ -177,3 +177,15 @@ def pytest_terminal_summary(terminalreporter):
 # The tiny test factory is trusted the way a user trusts their own code (EML_TRUSTED_FACTORIES): results
 # manifests and checkpoints written by the tests name it. Tests of the refusal path unset it.
 os.environ.setdefault("EML_TRUSTED_FACTORIES", "tests.conftest:tiny")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the temporary Prefect servers flows started in this process while the output is still open: Prefect
+    stops them at exit, when pytest has closed the stream its log handler writes to (a "Logging error" traceback
+    after the summary)."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:
+        return
+    for server in list(SubprocessASGIServer._instances.values()):  # Prefect's own registry of running servers
+        server.stop()
