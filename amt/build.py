@@ -144,14 +144,14 @@ def overall_map_catch_items(study: Study, stimuli: Path, rng: np.random.Generato
             continue
         good_method, bad_method = _assign_sides(rng, study)
         maps = pair_maps(model, query.path, partner.path, study.methods)
-        highlights = []
-        for item, side in ((query, "query"), (partner, "retrieved")):
-            heats = [image_heat(item.path, maps[m][side][0]) for m in (good_method, bad_method)]
-            highlights.append(catch_highlights(*heats, item.box, study.highlight_fraction))
-        if any(h is None for h in highlights):
+        query_highlights, partner_highlights = (
+            catch_highlights(image_heat(item.path, maps[good_method][side][0]),
+                             image_heat(item.path, maps[bad_method][side][0]), item.box, study.highlight_fraction)
+            for item, side in ((query, "query"), (partner, "retrieved")))
+        if query_highlights is None or partner_highlights is None:
             continue
-        good, bad = (save_stimulus(stimuli, pair_stimulus(query.path, partner.path, highlights[0][which],
-                                                          highlights[1][which])) for which in (0, 1))
+        good, bad = (save_stimulus(stimuli, pair_stimulus(query.path, partner.path, query_highlights[which],
+                                                          partner_highlights[which])) for which in (0, 1))
         good_side = "A" if rng.random() < 0.5 else "B"
         items.append(_catch_item(study, f"catch-{len(items)}", good_side, good, bad, source=row.pair_id))
     if len(items) < study.catch_items:

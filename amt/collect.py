@@ -26,10 +26,10 @@ RESPONSES_FILE = "responses.parquet"
 ERRORS_FILE = "errors.parquet"
 
 
-def parse_answer_xml(xml_text: str) -> dict[str, str]:
+def parse_answer_xml(xml_text: str) -> dict[str, str | None]:
     """``{field: value}`` from a QuestionFormAnswers document; raises ValueError when unreadable."""
     root = ElementTree.fromstring(xml_text)
-    answers: dict[str, str] = {}
+    answers: dict[str, str | None] = {}
     for answer in root.iter():
         if not answer.tag.endswith("Answer") or answer.tag.endswith("QuestionFormAnswers"):
             continue
@@ -89,6 +89,8 @@ def _collect(client, ledger: Ledger, approve: bool, log) -> dict:
                 new_problems.append(_problem("collect", assignment_id,
                                              f"assignment belongs to unknown HIT {assignment.get('HITId')}"))
                 continue
+            rows: list[dict]
+            problems: list[dict]
             try:
                 answers = parse_answer_xml(assignment.get("Answer", ""))
             except (ElementTree.ParseError, ValueError, AttributeError, TypeError, RecursionError) as error:

@@ -58,6 +58,7 @@ def _upload(ledger: Ledger, s3_client) -> dict[str, str]:
         if hosting["url_mode"] == "public":
             urls[name] = public_url(s3_client, bucket, key)
         else:
+            assert presigner is not None  # url_mode "presigned" made one above
             urls[name] = presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(hosting["presign_seconds"]))
     ledger.save()

@@ -128,13 +128,18 @@ class LabServer:
                 raise StudyError(f"port {port} on {host} is in use (another server?); pick another with --port") \
                     from None
             raise StudyError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
-        bound_host, bound_port = self.httpd.server_address[:2]
+        bound_host, bound_port = self._bound()
         self.allowed_hosts = {f"{bound_host}:{bound_port}".lower(), f"localhost:{bound_port}"}
         self.thread: threading.Thread | None = None
 
+    def _bound(self) -> tuple[str, int]:
+        """The host and port the server listens on (a TCP server: text and a number)."""
+        host, port = self.httpd.server_address[:2]
+        return (bytes(host).decode() if isinstance(host, (bytes, bytearray)) else host), int(port)
+
     @property
     def address(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self._bound()
         return f"http://{host}:{port}"
 
     @property

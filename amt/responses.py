@@ -13,6 +13,7 @@ method: +2 = first method clearly more reasonable), ``catch_expected`` (A | B),
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,7 @@ def read_study_table(folder: Path, name: str) -> pd.DataFrame:
         raise StudyError(one_line(f"{path}: not a readable {name} table ({str(error)[:300]})")) from None
 
 
-def answer_rows(ledger: Ledger, hit_index: int, answers: dict[str, str], *, source: str, assignment_id: str,
+def answer_rows(ledger: Ledger, hit_index: int, answers: Mapping[str, str | None], *, source: str, assignment_id: str,
                 worker_id: str, hit_id: str | None, accept_time=None,
                 submit_time=None) -> tuple[list[dict], list[dict]]:
     """Rows for one submission (``answers``: field ``q<position>`` -> value) and the problems found in it."""

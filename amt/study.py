@@ -73,9 +73,13 @@ def _not_blank(text: str) -> str:
     return text
 
 
-def _text(max_length: int):
-    """A non-blank string of at most ``max_length`` characters (never a number turned into text)."""
-    return Annotated[StrictStr, Field(max_length=max_length), AfterValidator(_not_blank)]
+# Non-blank strings (never a number turned into text) of at most N characters. Written out per length: the
+# bound must come before the non-blank check for pydantic to report a too-long string as such.
+Text100 = Annotated[StrictStr, Field(max_length=100), AfterValidator(_not_blank)]
+Text128 = Annotated[StrictStr, Field(max_length=128), AfterValidator(_not_blank)]
+Text1000 = Annotated[StrictStr, Field(max_length=1000), AfterValidator(_not_blank)]
+Text2000 = Annotated[StrictStr, Field(max_length=2000), AfterValidator(_not_blank)]
+Text4096 = Annotated[StrictStr, Field(max_length=4096), AfterValidator(_not_blank)]
 
 
 def _no_nul(text: str) -> str:
@@ -84,8 +88,8 @@ def _no_nul(text: str) -> str:
     return text
 
 
-def _money(low: float, high: float):
-    return Annotated[float, Field(strict=True, ge=low, le=high, allow_inf_nan=False)]
+# US dollars as a finite float (strict: "5" and true are not money); each field adds its bounds, Field(ge=, le=).
+Money = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 StrictNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # an int is a number too; "5" and true are not
@@ -157,27 +161,36 @@ class StimulusHosting(_Strict):
         return prefix
 
 
+def _cents_of(usd: float, field: str) -> int:
+    """A validated dollar amount in integer cents (the field validators accept whole cents only)."""
+    cents = whole_cents(usd)
+    if cents is None:
+        raise StudyError(f"field {field!r}: {usd} is not a whole number of cents")
+    return cents
+
+
 class Study(_Strict):
     study_id: StrictStr
     kind: Literal["overall_map", "retrieval"]
     methods: tuple[MethodName, ...]  # exactly two (checked below, naming the field)
-    source: Annotated[_text(4096), AfterValidator(_no_nul)]
+    source: Annotated[Text4096, AfterValidator(_no_nul)]
     items: Annotated[StrictInt, Field(ge=1, le=100_000)]
     items_per_hit: Annotated[StrictInt, Field(ge=1, le=50)] = 10
     assignments_per_hit: Annotated[StrictInt, Field(ge=1, le=1000)] = 9
-    reward_usd: _money(0.01, 100.0) = 0.5
-    bonus_usd: _money(0.0, 100.0) = 0.0  # per assignment, budgeted up front
+    reward_usd: Annotated[Money, Field(ge=0.01, le=100.0)] = 0.5
+    bonus_usd: Annotated[Money, Field(ge=0.0, le=100.0)] = 0.0  # per assignment, budgeted up front
     catch_trial_rate: Annotated[StrictNumber, Field(ge=0.0, le=0.5)] = 0.1
     seed: Annotated[StrictInt, Field(ge=0, le=2**31)] = 0
-    budget_usd: _money(0.0, 1e6) = 0.0
+    budget_usd: Annotated[Money, Field(ge=0.0, le=1e6)] = 0.0
     target_workers: Annotated[StrictInt, Field(ge=1, le=100_000)] = 40
-    title: _text(128) = "Which robot explains its decision better?"
-    description: _text(2000) = "Compare how two robots explain why two images look alike. About 3 minutes."
-    keywords: _text(1000) = "image, comparison, explanation, survey"
+    title: Text128 = "Which robot explains its decision better?"
+    description: Text2000 = "Compare how two robots explain why two images look alike. About 3 minutes."
+    keywords: Text1000 = "image, comparison, explanation, survey"
     duration_seconds: Annotated[StrictInt, Field(ge=30, le=24 * 3600)] = 1200  # time a worker has for one HIT
     lifetime_seconds: Annotated[StrictInt, Field(ge=60, le=365 * 24 * 3600)] = 3 * 24 * 3600  # HITs visible 3 days
     auto_approval_seconds: Annotated[StrictInt, Field(ge=0, le=30 * 24 * 3600)] = 3 * 24 * 3600
-    subject: _text(100) = "bird species"  # "Both robots think the two images contain the same <subject>"
+    # "Both robots think the two images contain the same <subject>"
+    subject: Text100 = "bird species"
     top_k: Annotated[StrictInt, Field(ge=1, le=10)] = 4  # retrieval: retrieved images shown per robot
     highlight_fraction: Annotated[StrictNumber, Field(ge=0.001, le=0.5)] = 0.02  # overall_map: share highlighted
     qualifications: Qualifications = Field(default_factory=Qualifications)
@@ -234,15 +247,15 @@ class Study(_Strict):
 
     @property
     def reward_cents(self) -> int:
-        return whole_cents(self.reward_usd)
+        return _cents_of(self.reward_usd, "reward_usd")
 
     @property
     def bonus_cents(self) -> int:
-        return whole_cents(self.bonus_usd)
+        return _cents_of(self.bonus_usd, "bonus_usd")
 
     @property
     def budget_cents(self) -> int:
-        return whole_cents(self.budget_usd)
+        return _cents_of(self.budget_usd, "budget_usd")
 
     def to_dict(self) -> dict:
         """JSON-ready (as stored in the ledger, ``path`` included)."""
@@ -256,7 +269,7 @@ _short.maxlist = _short.maxdict = _short.maxtuple = 4
 _short.maxlevel = 2
 _FRIENDLIER = {"tuple_type": "should be a list", "list_type": "should be a list", "dict_type": "should be a mapping",
                "model_type": "should be a mapping"}
-_SUBMODELS = {"qualifications": Qualifications, "stimuli": StimulusHosting}
+_SUBMODELS: dict[str, type[BaseModel]] = {"qualifications": Qualifications, "stimuli": StimulusHosting}
 
 
 def field_name(loc) -> str:
@@ -265,9 +278,8 @@ def field_name(loc) -> str:
 
 def first_error(error: ValidationError) -> dict:
     """The error to report: an unknown field first, then a missing one, then the first in field order."""
-    errors = error.errors()
     rank = {"extra_forbidden": 0, "missing": 1}
-    return min(errors, key=lambda e: rank.get(e["type"], 2))
+    return dict(min(error.errors(), key=lambda e: rank.get(e["type"], 2)))
 
 
 def describe_error(error: dict, known: dict | None = None) -> str:
