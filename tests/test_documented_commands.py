@@ -121,7 +121,13 @@ def _check_against_cli(arguments: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """A fresh-checkout look-alike: the project files (links), its .venv, ``../shared`` beside it."""
+    """A fresh-checkout look-alike: the project files (links), its .venv, ``../shared`` beside it.
+
+    The .venv is brought up to date in the repository first (``make setup``, a no-op when it is): otherwise
+    ``make demo`` in the workspace would reinstall the package from there, leaving the repository's ``eml``
+    script pointing into a temporary folder."""
+    setup = subprocess.run(["make", "-s", "setup"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
     base = tmp_path_factory.mktemp("docs")
     repo = base / "repo"
     repo.mkdir()
@@ -262,6 +268,8 @@ def test_every_concrete_command_runs_as_written(workspace):
     assert not failures, failures[0]
     failures = _run_all(to_run[1:], workspace, int(os.environ.get("EML_DOCS_LANES", "2")), timings)
     assert not failures, f"{len(failures)} documented commands failed; the first:\n{failures[0]}"
+    entry = (ROOT / ".venv" / "bin" / "eml").read_text().splitlines()[0]   # nothing reinstalled from the workspace
+    assert str(workspace) not in entry, f".venv/bin/eml now starts with {entry!r}"
 
 
 def test_commands_that_touch_the_same_files_never_run_at_once(tmp_path):
