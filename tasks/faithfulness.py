@@ -33,14 +33,7 @@ from eml_core.sanity import evaluate_sanity, sanity_verdicts, summarise_sanity
 from eml_core.tables import frame
 from tasks.configs import FaithfulnessConfig
 from tasks.localization import cached_model
-from tasks.provenance import (
-    code_version,
-    content_key,
-    model_fingerprint,
-    outcome,
-    run_header,
-    software,
-)
+from tasks.provenance import code_version, content_key, model_fingerprint, outcome, run_header, software
 from tasks.runs import Run, finish_run
 from tasks.shard_cache import ShardCache
 

@@ -37,14 +37,7 @@ from eml_core.results import ResultsLocation
 from eml_core.retrieval_benchmark import PRECISION_KS
 from eml_core.tables import frame
 from tasks.configs import IndexBuildConfig, RetrievalConfig
-from tasks.provenance import (
-    code_version,
-    content_key,
-    model_fingerprint,
-    outcome,
-    run_header,
-    software,
-)
+from tasks.provenance import code_version, content_key, model_fingerprint, outcome, run_header, software
 from tasks.runs import Run, finish_run
 from tasks.shard_cache import ShardCache
 

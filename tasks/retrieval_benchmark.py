@@ -15,14 +15,7 @@ from eml_core.datasets import ErrorRecord, Item
 from eml_core.models import resolve_device
 from eml_core.tables import frame
 from tasks.configs import RetrievalBenchmarkConfig
-from tasks.provenance import (
-    code_version,
-    content_key,
-    model_fingerprint,
-    outcome,
-    run_header,
-    software,
-)
+from tasks.provenance import code_version, content_key, model_fingerprint, outcome, run_header, software
 from tasks.retrieval import absolute_spec, headline_of, load_model, montage_name, opened_index
 from tasks.runs import Run, finish_run
 
