@@ -22,9 +22,11 @@ Whether a region lies inside its image is checked when the image is read
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from eml_core.datasets import ErrorRecord
@@ -59,25 +61,31 @@ def _rows_of(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         records = table.to_pylist()
         return table.column_names, [(n, {k: None if v is None else str(v) for k, v in row.items()})
                                     for n, row in enumerate(records, start=1)]
+    with _csv_problems(path), open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows: list[tuple[int, dict]] = []
+        for row in reader:
+            if len(rows) >= MAX_QUERIES:
+                raise QueryFileError(f"{path}: more than {MAX_QUERIES} rows; at most {MAX_QUERIES} queries "
+                                     f"per file")
+            values = {(k or "").strip(): (v.strip() if isinstance(v, str) and v.strip() else None)
+                      for k, v in row.items() if k is not None}
+            rows.append((reader.line_num, values))
+    return columns, rows
+
+
+@contextlib.contextmanager
+def _csv_problems(path: Path) -> Iterator[None]:
+    """A CSV query file that cannot be read becomes one QueryFileError naming the file and the problem."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows: list[tuple[int, dict]] = []
-            for row in reader:
-                if len(rows) >= MAX_QUERIES:
-                    raise QueryFileError(f"{path}: more than {MAX_QUERIES} rows; at most {MAX_QUERIES} queries "
-                                         f"per file")
-                values = {(k or "").strip(): (v.strip() if isinstance(v, str) and v.strip() else None)
-                          for k, v in row.items() if k is not None}
-                rows.append((reader.line_num, values))
+        yield
     except UnicodeDecodeError as error:
         raise QueryFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except csv.Error as error:
         raise QueryFileError(f"{path}: not a readable CSV table ({error})") from None
     except OSError as error:
         raise QueryFileError(f"{path}: cannot be read ({error.strerror or error})") from None
-    return columns, rows
 
 
 def check_query_columns(columns: list[str], where: str) -> None:
@@ -100,15 +108,8 @@ def query_file_columns(path: str | os.PathLike) -> list[str]:
             return list(pq.read_schema(path).names)
         except (OSError, pa.ArrowException) as error:
             raise QueryFileError(f"{path}: not a readable Parquet table ({type(error).__name__})") from None
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return [c.strip() for c in next(csv.reader(handle), [])]
-    except UnicodeDecodeError as error:
-        raise QueryFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    except csv.Error as error:
-        raise QueryFileError(f"{path}: not a readable CSV table ({error})") from None
-    except OSError as error:
-        raise QueryFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    with _csv_problems(path), open(path, newline="", encoding="utf-8") as handle:
+        return [c.strip() for c in next(csv.reader(handle), [])]
 
 
 def _number(text: str | None, column: str) -> float | None:
