@@ -9,7 +9,6 @@ version, the pairs' files and every setting that changes a number, so a rerun re
 from __future__ import annotations
 
 import copy
-import os
 import time
 
 import pandas as pd
@@ -33,7 +32,7 @@ from eml_core.sanity import evaluate_sanity, sanity_verdicts, summarise_sanity
 from eml_core.tables import frame
 from tasks.configs import FaithfulnessConfig
 from tasks.localization import cached_model
-from tasks.provenance import code_version, content_key, model_fingerprint, outcome, run_header, software
+from tasks.provenance import code_version, content_key, file_stamp, model_fingerprint, outcome, run_header, software
 from tasks.runs import Run, finish_run
 from tasks.shard_cache import ShardCache
 
@@ -43,14 +42,6 @@ TABLES = ("faithfulness_curves", "faithfulness_points", "faithfulness_summary", 
 
 def _records(errors: list[ErrorRecord]) -> pd.DataFrame:
     return pd.DataFrame([e.to_dict() for e in errors], columns=list(ErrorRecord.__dataclass_fields__))
-
-
-def _file_signature(path: str) -> tuple:
-    try:
-        stat = os.stat(path)
-        return (path, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        return (path, None)
 
 
 def choose_pairs(pairs: list[Pair], count: int) -> list[Pair]:
@@ -106,7 +97,7 @@ def _pairs_of_localization_run(config: FaithfulnessConfig, data: Dataset):
 def shard_key(model_spec: str, pairs: list[ImagePair], config: FaithfulnessConfig) -> str:
     """Everything that decides a shard's numbers (not the batch size: results do not depend on it)."""
     return content_key("faithfulness", model_fingerprint(model_spec), code_version(),
-                       [(p.pair_id, _file_signature(p.query), _file_signature(p.retrieved)) for p in pairs],
+                       [(p.pair_id, p.query, file_stamp(p.query), p.retrieved, file_stamp(p.retrieved)) for p in pairs],
                        list(config.methods), list(config.removals), list(config.steps), list(config.sides),
                        config.points_per_pair, config.region_fraction, config.sanity, config.seed)
 

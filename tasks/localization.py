@@ -12,7 +12,6 @@ finished run) skips every shard whose files exist and read back whole — on a l
 from __future__ import annotations
 
 import io
-import os
 import time
 from functools import lru_cache
 
@@ -31,7 +30,7 @@ from eml_core.models import model_from_spec, resolve_device
 from eml_core.results import ResultsLocation
 from eml_core.retrieval import Pair, embed_items, same_class_pairs
 from tasks.configs import LocalizationConfig
-from tasks.provenance import code_version, content_key, model_fingerprint
+from tasks.provenance import code_version, content_key, file_stamp, model_fingerprint
 from tasks.shard_cache import EMBEDDINGS, FEATURE_MAPS, ShardCache
 
 
@@ -165,12 +164,7 @@ def make_pairs(items: list[Item], embeddings: dict[str, np.ndarray], mode: str, 
 
 def item_signature(item: Item) -> tuple:
     """What decides an item's results: its file (path, size, modification time), label, split, size and box."""
-    try:
-        stat = os.stat(item.path)
-        on_disk = (stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        on_disk = None
-    return (item.image_id, item.relative_path, on_disk, item.label, item.split, item.size, item.box)
+    return (item.image_id, item.relative_path, file_stamp(item.path), item.label, item.split, item.size, item.box)
 
 
 def localize_key(model_spec: str, pairs: list[Pair], method: str, config: LocalizationConfig) -> str:

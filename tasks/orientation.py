@@ -9,7 +9,6 @@ second run with nothing new) skips every shard whose files exist and read back w
 
 from __future__ import annotations
 
-import os
 import time
 from functools import lru_cache
 
@@ -25,7 +24,7 @@ from eml_core.orientation import random_rotations
 from eml_core.orientation_evaluation import estimate_orientation
 from eml_core.results import ResultsLocation
 from tasks.configs import OrientationConfig
-from tasks.provenance import code_version, content_key, model_fingerprint
+from tasks.provenance import code_version, content_key, file_stamp, model_fingerprint
 from tasks.shard_cache import ShardCache
 
 STAGE = "orientation"
@@ -68,13 +67,7 @@ def rotations_of(pairs: list[CrossViewPair], config: OrientationConfig) -> dict[
 def pair_signature(pair: CrossViewPair) -> tuple:
     """What decides a pair's results: its id, files (relative path, size, modification time), split, sizes,
     panorama crop and azimuth offset."""
-    on_disk: list[tuple[int, int] | None] = []
-    for path in (pair.panorama, pair.aerial):
-        try:
-            stat = os.stat(path)
-            on_disk.append((stat.st_size, stat.st_mtime_ns))
-        except OSError:
-            on_disk.append(None)
+    on_disk = [file_stamp(path) for path in (pair.panorama, pair.aerial)]
     return (pair.pair_id, pair.relative_panorama, pair.relative_aerial, on_disk, pair.split, pair.panorama_size,
             pair.aerial_size, pair.panorama_rows, pair.azimuth_offset)
 

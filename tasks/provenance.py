@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from functools import lru_cache
@@ -90,6 +91,16 @@ def outcome(tables, errors, started: float, figures: list[str] | None = None) ->
             "errors": int((errors["severity"] == "error").sum()),
             "warnings": int((errors["severity"] == "warning").sum()),
             "wall_seconds": round(time.perf_counter() - started, 3)}
+
+
+def file_stamp(path) -> tuple[int, int] | None:
+    """A file's (size, modification time in ns) for cache keys: a changed file gets a new key. None when it cannot
+    be read (the shard then records the error, and the key changes once the file is back)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 def content_key(*parts) -> str:

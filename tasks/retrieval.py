@@ -37,7 +37,7 @@ from eml_core.results import ResultsLocation
 from eml_core.retrieval_benchmark import PRECISION_KS
 from eml_core.tables import frame
 from tasks.configs import IndexBuildConfig, RetrievalConfig
-from tasks.provenance import code_version, content_key, model_fingerprint, outcome, run_header, software
+from tasks.provenance import code_version, content_key, file_stamp, model_fingerprint, outcome, run_header, software
 from tasks.runs import Run, finish_run
 from tasks.shard_cache import ShardCache
 
@@ -229,13 +229,8 @@ def methods_for(config: RetrievalConfig, region_kind: str) -> tuple[str, ...]:
 
 def query_signature(query: RegionQuery) -> tuple:
     """What decides a query's rankings: its id, file (path, size, modification time), region, label, exclusions."""
-    try:
-        stat = os.stat(query.image)
-        on_disk = (stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        on_disk = None
     r = query.region
-    return (query.query_id, query.image, on_disk, r.kind, r.x0, r.y0, r.x1, r.y1, query.label,
+    return (query.query_id, query.image, file_stamp(query.image), r.kind, r.x0, r.y0, r.x1, r.y1, query.label,
             list(query.exclude_gallery_ids))
 
 
