@@ -40,6 +40,7 @@ from eml_core.methods import DEFAULT_METHODS, method_maps
 from eml_core.tables import frame
 from tests.conftest import tiny_model
 from tests.hostile.harness import record
+from tests.hostile.images import random_rgb
 
 # ---------------------------------------------------------------------------------------------
 # a hand-built model whose similarity depends on one known image region only
@@ -270,12 +271,7 @@ def test_arguments_out_of_their_domain_are_named():
 @pytest.fixture(scope="module")
 def noise_pairs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("noise")
-    rng = np.random.default_rng(0)
-    paths = []
-    for n in range(4):
-        path = folder / f"{n}.png"
-        Image.fromarray(rng.integers(0, 256, (30 + 2 * n, 40, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
+    paths = [str(random_rgb(folder / f"{n}.png", (30 + 2 * n, 40), seed=n)) for n in range(4)]
     return [ImagePair(f"p{n}", paths[n], paths[(n + 1) % 4]) for n in range(3)]
 
 

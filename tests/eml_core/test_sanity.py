@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from eml_core.errors import ArgumentError
 from eml_core.faithfulness import ImagePair
@@ -26,6 +25,7 @@ from eml_core.sanity import (
 )
 from eml_core.tables import frame
 from tests.conftest import tiny_model
+from tests.hostile.images import random_rgb
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
@@ -105,12 +105,7 @@ def test_map_comparisons_golden_values():
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sanity")
-    rng = np.random.default_rng(0)
-    paths = []
-    for n in range(3):
-        path = folder / f"{n}.png"
-        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
+    paths = [str(random_rgb(folder / f"{n}.png", (24, 32), seed=n)) for n in range(3)]
     return [ImagePair(f"p{n}", paths[n], paths[(n + 1) % 3]) for n in range(3)]
 
 
