@@ -83,10 +83,7 @@ def overall_map_items(study: Study, stimuli: Path, rng: np.random.Generator) -> 
     if unknown:
         raise StudyError(f"{study.path}: field 'methods': {unknown} are not overall-map methods "
                          f"({', '.join(REGISTRY)})")
-    try:
-        manifest = run.read_json("manifest.json")
-    except (EmlError, OSError, RecursionError) as error:
-        raise StudyError(one_line(f"{manifest_path}: unreadable manifest ({error})")) from None
+    manifest = _run_manifest(run)
     pairs = _run_table(run, "localization_items.parquet", ["pair_id", "image_id", "partner_id", "side"])
     pairs = pairs[pairs["side"] == "query"].drop_duplicates("pair_id").sort_values("pair_id")
     if len(pairs) < study.items:
@@ -167,6 +164,14 @@ def _catch_item(study: Study, key: str, good_side: str, good: str, bad: str, sou
             "method_a": None, "method_b": None, "expected": good_side, "stimuli": files}
 
 
+def _run_manifest(run) -> dict:
+    """A source run's manifest; StudyError naming the file when it cannot be read."""
+    try:
+        return run.read_json("manifest.json")
+    except (EmlError, OSError, RecursionError) as error:
+        raise StudyError(one_line(f"{run.location_of('manifest.json')}: unreadable manifest ({error})")) from None
+
+
 def _run_table(run: ResultsLocation, relative: str, columns: list[str]) -> pd.DataFrame:
     """The columns a study needs of a run's table (local or S3); StudyError naming the file otherwise."""
     location = run.location_of(relative)
@@ -216,10 +221,7 @@ def read_rankings(study: Study) -> pd.DataFrame:
         if not run.exists(relative):
             raise StudyError(f"{study.path}: field 'source': {run.location_of(relative)} missing (expected a "
                              f"retrieval run of `eml retrieve`)")
-    try:
-        manifest = run.read_json("manifest.json")
-    except (EmlError, OSError, RecursionError) as error:
-        raise StudyError(one_line(f"{run.location_of('manifest.json')}: unreadable manifest ({error})")) from None
+    manifest = _run_manifest(run)
     table = _run_table(run, "retrieval_rankings.parquet", list(RANKINGS_COLUMNS))
     where = run.location_of("retrieval_rankings.parquet")
     if not all(isinstance(p, str) and p for column in ("query_image", "gallery_relative_path") for p in table[column]):
