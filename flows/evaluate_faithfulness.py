@@ -8,27 +8,22 @@ run depends on is its :class:`~tasks.configs.FaithfulnessConfig`.
 
 from __future__ import annotations
 
-import os
 import time
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import progress
+from tasks.cluster import task_runner
 from tasks.configs import FaithfulnessConfig, as_config
 from tasks.faithfulness import faithfulness_pairs, faithfulness_shard, markdown_report, summarise_faithfulness_run
 from tasks.localization import load_dataset
 from tasks.runs import start_run
 from tasks.sharding import shards
 
-# Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
-TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))
 
-
-# Prefect's TaskRunner generic is invariant in its future type, so mypy rejects its own thread pool runner here.
 @flow(name="evaluate_faithfulness", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
+      task_runner=task_runner(""))  # in this process (EML_TASK_WORKERS threads), as tasks.cluster runs ""
 def evaluate_faithfulness(config: FaithfulnessConfig = FaithfulnessConfig()) -> dict:
     started = time.perf_counter()
     config = as_config(FaithfulnessConfig, config)

@@ -8,27 +8,22 @@ its :class:`~tasks.configs.OrientationConfig`.
 
 from __future__ import annotations
 
-import os
 import time
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import progress
+from tasks.cluster import task_runner
 from tasks.configs import OrientationConfig, as_config
 from tasks.orientation import estimate_shard, load_crossview_dataset, pairs_to_evaluate, rotations_of
 from tasks.orientation_summary import orientation_markdown, summarise_orientation
 from tasks.runs import start_run
 from tasks.sharding import shards
 
-# Shard tasks run this many at a time; torch already uses every core inside one, so 1 by default.
-TASK_WORKERS = int(os.environ.get("EML_TASK_WORKERS", "1"))
 
-
-# Prefect's TaskRunner generic is invariant in its future type, so mypy rejects its own thread pool runner here.
 @flow(name="evaluate_orientation", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))  # type: ignore[arg-type]
+      task_runner=task_runner(""))  # in this process (EML_TASK_WORKERS threads), as tasks.cluster runs ""
 def evaluate_orientation(config: OrientationConfig = OrientationConfig()) -> dict:
     started = time.perf_counter()
     config = as_config(OrientationConfig, config)
