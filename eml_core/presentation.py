@@ -51,7 +51,8 @@ def normalise(maps: torch.Tensor, mode: str = "max") -> tuple[torch.Tensor, torc
         lowest, highest = torch.aminmax(flat, dim=-1, keepdim=True)
         everywhere_finite = bool(torch.isfinite(lowest).all() and torch.isfinite(highest).all())
     if everywhere_finite:
-        finite, clean, top, bottom = torch.ones(flat.shape[:-1], dtype=torch.bool), flat, highest, lowest
+        finite = torch.ones(flat.shape[:-1], dtype=torch.bool, device=flat.device)
+        clean, top, bottom = flat, highest, lowest
     else:
         finite_values = torch.isfinite(flat)
         finite = finite_values.all(-1)
